@@ -1,0 +1,150 @@
+"""`xenrules`: check, list and explain rules; run or simulate hotplug events."""
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, engine, ruleset
+from .config import Config
+from .errors import RuleError, XenrulesError, XenstoreError
+
+EPILOG = """\
+rule directories (highest priority first): XENRULES_RULES_PATH or --rules-path,
+default /etc/xen/rules.d:/usr/lib/xenrules/rules.d. See xenrules(8), xenrules.rules(5)."""
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="xenrules", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"xenrules {__version__}")
+    p.add_argument("--rules-path", metavar="DIRS",
+                   help="':'-separated rule directories, highest priority first (try rules from a checkout)")
+    p.add_argument("--state-dir", metavar="DIR", help="where the compiled rule cache is kept")
+    p.add_argument("--debug", action="store_true", help="log every step with its arguments and duration")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    h = sub.add_parser("hotplug", help="handle a hotplug event, as /etc/xen/scripts/<name> does",
+                       description="Handle one event with the toolstack's environment: "
+                       "xenrules hotplug vif-bridge online type_if=vif")
+    h.add_argument("script", help="script name or path (its basename selects the rules)")
+    h.add_argument("words", nargs=argparse.REMAINDER, help="the script's arguments")
+
+    c = sub.add_parser("check", help="validate rule files; exit 1 on any problem",
+                       description="Validate the effective rule files (or the FILES given) and report every "
+                       "problem as file:line:col with the source line.")
+    c.add_argument("files", nargs="*", help="rule files to check instead of the rule directories")
+
+    sub.add_parser("list", help="show the effective rule files and rules, and where each comes from",
+                   description="Effective rule files in order, with overridden and masked files "
+                   "(like systemd-delta), and the rules each holds.")
+
+    e = sub.add_parser("explain", help="show which rule an event would run and every step, changing nothing",
+                       description="Describe an event like the toolstack would send it, then show why each "
+                       "rule did or did not match, the variables and every step with its expanded values. "
+                       "Reads xenstore (XENSTORED_PATH) if reachable; changes nothing.",
+                       epilog="example: xenrules explain --env XENBUS_PATH=backend/vif/1/0 --env vif=vif1.0 "
+                       "vif-bridge online type_if=vif")
+    e.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an environment variable of the event (repeatable)")
+    e.add_argument("script", help="script name, e.g. vif-bridge")
+    e.add_argument("words", nargs=argparse.REMAINDER, help="the script's arguments, e.g. online type_if=vif")
+
+    sub.add_parser("schema", help="print the JSON Schema of rule files")
+
+    s = sub.add_parser("sandbox", help="run a guest's vif through online and offline in a simulated dom0",
+                       description="Start a XenStore server and a throw-away network namespace with a bridge, "
+                       "bring a guest's vif online and offline with the rules, show the trace and the "
+                       "resulting state, then clean up. Needs root; no Xen needed.")
+    s.add_argument("--script", default="vif-bridge", help="the script whose rules to run (vif-bridge)")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    env = dict(os.environ)
+    if args.rules_path:
+        env["XENRULES_RULES_PATH"] = args.rules_path
+    if args.state_dir:
+        env["XENRULES_STATE_DIR"] = args.state_dir
+    if args.debug:
+        env["XENRULES_LOG_LEVEL"] = "debug"
+    try:
+        return COMMANDS[args.command](args, env)
+    except RuleError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except XenrulesError as e:
+        print(f"xenrules: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_hotplug(args, env):
+    from .hotplug import handle
+    return handle(args.script, args.words, env, echo=sys.stderr if env.get("XENRULES_LOG_LEVEL") == "debug" else None)
+
+
+def cmd_check(args, env):
+    from .compiler import compile_files
+    config = Config(env)
+    if args.files:
+        files = [ruleset.RuleFile(os.path.basename(f), f, []) for f in args.files]
+    else:
+        files = ruleset.discover(config.rules_path)
+    rules, problems = compile_files(files)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {len(files)} rule file(s)", file=sys.stderr)
+        return 1
+    print(f"{len(files)} rule file(s), {len(rules)} rule(s): OK")
+    return 0
+
+
+def cmd_list(args, env):
+    from .compiler import compile_files
+    config = Config(env)
+    files = ruleset.discover(config.rules_path)
+    rules, problems = compile_files(files)
+    print("rule directories, highest priority first: " + ":".join(config.rules_path))
+    for f in files:
+        state = "[MASKED]" if f.masked else ("[OVERRIDDEN]" if f.hidden else "")
+        print(f"{f.path} {state}".rstrip())
+        for hidden in f.hidden:
+            print(f"    overrides {hidden}")
+        for rule in (r for r in rules if r["file"] == f.path):
+            match = " ".join(f"{k}={'|'.join(v)}" for k, v in rule["match"].items())
+            actions = ", ".join(rule["actions"])
+            print(f"    {rule['line']}: {rule['name']}  match {match}  actions {actions}")
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_explain(args, env):
+    from .explain import explain
+    for item in args.env:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise XenrulesError(f"--env takes NAME=VALUE, not {item!r}")
+        env[name] = value
+    return explain(args.script, args.words, env, sys.stdout)
+
+
+def cmd_schema(args, env):
+    from .schema import build
+    json.dump(build(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def cmd_sandbox(args, env):
+    from .sandbox.demo import run_demo
+    return run_demo(env, args.script, sys.stdout)
+
+
+COMMANDS = {"hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
+            "schema": cmd_schema, "sandbox": cmd_sandbox}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Choose the rule for an event, run its steps, revert on failure, report.
+
+Matching: rules are taken in order (files sorted by name, rules in file
+order); the first rule whose `match:` holds AND that lists the event's
+action wins. An action listed with no steps is a deliberate no-op. No
+winner: the original script runs (see fallback.py).
+"""
+import time
+import traceback
+
+from . import conditions
+from .errors import BusyError, XenrulesError
+from .steps import step_class
+
+
+def event_lookup(event):
+    """Variables a `match:` may test: built-ins, then arguments/environment."""
+    def lookup(name):
+        if name in event.builtins:
+            return event.builtins[name][0]
+        return event.value(name)
+    return lookup
+
+
+def choose(rules, event, every=False):
+    """(winning rule or None, [(rule, matched, reason)]).
+
+    The event path stops at the first match; `every` (explain) goes on to
+    say, for each later rule, whether it would have matched too.
+    """
+    lookup = event_lookup(event)
+    verdicts = []
+    winner = None
+    for rule in rules:
+        ok, why = conditions.equals(rule["match"], lookup)
+        if ok and event.command not in rule["actions"]:
+            ok, why = False, f"matches ({why}) but has no action {event.command!r}"
+        if winner is not None:
+            why = f"matches too, but {winner['name']} comes first" if ok else why
+            verdicts.append((rule, False, why))
+            continue
+        verdicts.append((rule, ok, why))
+        if ok:
+            winner = rule
+            if not every:
+                break
+    return winner, verdicts
+
+
+def where(rule, spec):
+    return f"{rule['file']}:{spec['line']}"
+
+
+class Outcome:
+    def __init__(self):
+        self.trace = []        # (spec, status, detail, seconds)
+        self.failed = None     # (spec, message, status) of the failing step
+        self.code = 0
+
+
+def execute(rule, context, runtime, dry_run=False):
+    """Run the rule's steps for the event's action. Returns an Outcome."""
+    log = runtime.log
+    out = Outcome()
+    applied = []
+    for spec in rule["actions"][context.event.command] or []:
+        started = time.monotonic()
+        try:
+            if spec["when"]:
+                ok, why = conditions.check(spec["when"], context.get)
+                if not ok:
+                    out.trace.append((spec, "skipped", why, 0.0))
+                    log("debug", f"{where(rule, spec)}: {spec['type']} skipped: {why}")
+                    continue
+            step = step_class(spec["type"])(context.expand(spec["args"]))
+            detail = step.describe()
+            if not dry_run:
+                step.apply(runtime)
+        except Exception as e:   # a step failing for any reason must not leave things half-done
+            message = str(e) if isinstance(e, XenrulesError) else f"internal error: {e!r}"
+            if not isinstance(e, XenrulesError):
+                log("debug", traceback.format_exc())
+            elapsed = time.monotonic() - started
+            if spec["on_error"] == "ignore":
+                out.trace.append((spec, "failed, ignored", message, elapsed))
+                log("debug", f"{where(rule, spec)}: {spec['type']} failed (ignored): {message}")
+                continue
+            busy = isinstance(e, BusyError) or spec["on_error"] == "busy"
+            out.trace.append((spec, "failed", message, elapsed))
+            out.failed = (spec, message, "busy" if busy else "error")
+            out.code = 1
+            log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: {message}")
+            _revert(rule, applied, runtime)
+            _report_failure(runtime, message, "busy" if busy else "error")
+            return out
+        elapsed = time.monotonic() - started
+        out.trace.append((spec, "would run" if dry_run else "done", detail, elapsed))
+        log("debug", f"{where(rule, spec)}: {detail} ({elapsed * 1000:.1f} ms)")
+        applied.append((spec, step))
+    return out
+
+
+def _revert(rule, applied, runtime):
+    for spec, step in reversed(applied):
+        try:
+            step.revert(runtime)
+            runtime.log("debug", f"{where(rule, spec)}: reverted {spec['type']}")
+        except Exception as e:
+            runtime.log("err", f"{where(rule, spec)}: revert of {spec['type']} failed: {e}")
+
+
+def _report_failure(runtime, message, status):
+    """Tell libxl, like the bash fatal/ebusy: hotplug-error, then hotplug-status."""
+    try:
+        backend = runtime.backend_path()
+        runtime.xenstore.write(backend + "/hotplug-error", message)
+        runtime.xenstore.write(backend + "/hotplug-status", status)
+    except XenrulesError as e:
+        runtime.log("err", f"cannot report the failure to xenstore: {e}")

@@ -1,0 +1,44 @@
+"""Run the original bash script when no rule applies.
+
+The package diverts /etc/xen/scripts/<name> to <name>.xenrules-orig (issue
+#3); `dpkg-divert --truename` says where it went, so no name is hard-coded
+here. Without the package, XENRULES_ORIGINALS_DIR names a directory holding
+the originals.
+"""
+import os
+import subprocess
+
+from .errors import XenrulesError
+
+# Launchers carry this string, so a script that is not diverted is never
+# "run as the original" into an endless loop.
+LAUNCHER_MARK = b"xenrules-launcher"
+
+
+def original_path(config, script):
+    if config.originals_dir:
+        return os.path.join(config.originals_dir, script)
+    installed = os.path.join(config.scripts_dir, script)
+    try:
+        done = subprocess.run(["dpkg-divert", "--truename", installed], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() or installed
+    except (OSError, subprocess.SubprocessError):
+        return installed
+
+
+def _is_launcher(path):
+    try:
+        with open(path, "rb") as f:
+            return LAUNCHER_MARK in f.read(4096)
+    except OSError:
+        return False
+
+
+def run_original(config, event, log, reason):
+    """exec the original script with the same argv and environment. Never returns."""
+    path = original_path(config, event.script)
+    if not os.access(path, os.X_OK) or _is_launcher(path):
+        raise XenrulesError(f"{reason}, and there is no original script {path} to fall back to")
+    log("info", f"{reason}: running the original {path} {' '.join(event.words)}".rstrip())
+    os.execve(path, [path] + event.words, event.env)

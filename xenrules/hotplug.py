@@ -1,0 +1,69 @@
+"""The hotplug entry point: what /etc/xen/scripts/<name> runs.
+
+`python3 -m xenrules.hotplug SCRIPT WORDS...` with the toolstack's
+environment; SCRIPT is the script's name or path (its basename picks the
+rules, as the launcher's $0 does). Exit status and xenstore outcome are
+those of the bash script it replaces.
+"""
+import os
+import sys
+import time
+
+from . import engine, ruleset
+from .config import Config
+from .context import Context
+from .errors import RuleError, UsageError, XenrulesError
+from .event import Event
+from .fallback import run_original
+from .log import Log
+from .runtime import Runtime
+
+
+def handle(argv0, words, env, echo=None):
+    started = time.monotonic()
+    config = Config(env)
+    try:
+        event = Event(argv0, words, env)
+    except UsageError as e:
+        Log(os.path.basename(argv0), config.log_level, config.log_file, echo)("err", str(e))
+        return 1
+    log = Log(event.script, config.log_level, config.log_file, echo)
+    log("debug", f"event: {event.describe()} XENBUS_PATH={env.get('XENBUS_PATH', '')}")
+    try:
+        try:
+            rules = ruleset.load(config, log)
+        except RuleError as e:
+            log("err", f"rule files do not validate:\n{e}")
+            return run_original(config, event, log, "rules do not load")
+        rule, _ = engine.choose(rules, event)
+        if rule is None:
+            return run_original(config, event, log, f"no rule for {event.describe()}")
+    except XenrulesError as e:
+        log("err", str(e))
+        return 1
+    runtime = Runtime(config, event, log)
+    runtime.context = Context(event, rule["vars"], runtime)
+    try:
+        outcome = engine.execute(rule, runtime.context, runtime)
+    finally:
+        runtime.close()
+    ms = (time.monotonic() - started) * 1000
+    ran = sum(1 for t in outcome.trace if t[1] == "done")
+    skipped = sum(1 for t in outcome.trace if t[1] == "skipped")
+    verdict = "ok" if outcome.code == 0 else f"FAILED ({outcome.failed[1]})"
+    log("info" if outcome.code == 0 else "err",
+        f"{event.describe()}: rule {rule['name']} ({rule['file']}:{rule['line']}): "
+        f"{ran} steps done, {skipped} skipped, {verdict} in {ms:.1f} ms")
+    return outcome.code
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        sys.stderr.write("usage: python3 -m xenrules.hotplug SCRIPT [WORDS...]\n")
+        return 2
+    return handle(argv[0], argv[1:], dict(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

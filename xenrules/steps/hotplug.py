@@ -1,0 +1,55 @@
+"""Hotplug outcome steps: success, error, busy; and a log line."""
+from ..errors import BusyError, StepError
+from .base import Step
+
+MESSAGE = {"type": "string"}
+
+
+class Success(Step):
+    type_name = "hotplug.success"
+    summary = "write <backend>/hotplug-status = connected (the bash `success`)"
+
+    def apply(self, runtime):
+        runtime.xenstore.write(runtime.backend_path() + "/hotplug-status", "connected")
+
+    def describe(self):
+        return "write <backend>/hotplug-status = connected"
+
+
+class Error(Step):
+    type_name = "hotplug.error"
+    summary = "fail the event with a message (the bash `fatal`): revert, hotplug-status=error"
+    properties = {"message": MESSAGE}
+    required = ("message",)
+
+    def apply(self, runtime):
+        raise StepError(self.args["message"])
+
+    def describe(self):
+        return f"fail: {self.args['message']}"
+
+
+class Busy(Step):
+    type_name = "hotplug.busy"
+    summary = "fail the event as busy (the bash `ebusy`): revert, hotplug-status=busy"
+    properties = {"message": MESSAGE}
+    required = ("message",)
+
+    def apply(self, runtime):
+        raise BusyError(self.args["message"])
+
+    def describe(self):
+        return f"busy: {self.args['message']}"
+
+
+class Log(Step):
+    type_name = "log"
+    summary = "write a line to the log"
+    properties = {"level": {"enum": ["debug", "info", "warning", "err"]}, "message": MESSAGE}
+    required = ("message",)
+
+    def apply(self, runtime):
+        runtime.log(self.args.get("level", "info"), self.args["message"])
+
+    def describe(self):
+        return f"log {self.args.get('level', 'info')}: {self.args['message']}"
