@@ -3,6 +3,8 @@
 Runs on `check`, `list`, `explain` and when the cache is stale; never on a
 warm event path (it imports yaml and jsonschema).
 """
+import difflib
+
 import jsonschema
 
 from . import conditions, schema, template
@@ -29,9 +31,11 @@ def compile_files(files):
         if src.problems:
             continue
         for where, item in _items(src, problems):
-            found = [src.problem(where + tuple(e.absolute_path), _message(e, where), key=_at_key(e))
+            found = [src.problem(where + _location(e), _message(e, where), key=_at_key(e))
                      for e in sorted(validator.iter_errors(item), key=lambda e: list(map(str, e.absolute_path)))]
-            if not found:
+            if found:
+                _more_problems(src, where, item, found)
+            else:
                 rule = _compile_rule(src, where, item, found)
                 if not found:
                     first = seen.get(rule["name"])
@@ -66,6 +70,23 @@ def _unique(problems):
     return out
 
 
+def _location(error):
+    """Where to point: an unexpected key itself, else the offending value."""
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties":
+        return path + (_extra_keys(error)[0],)
+    return path
+
+
+def _extra_keys(error):
+    return sorted(set(error.instance) - set(error.schema.get("properties", {})))
+
+
+def _suggest(word, choices):
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _at_key(error):
     return error.validator in ("additionalProperties", "propertyNames", "maxProperties")
 
@@ -74,10 +95,11 @@ def _message(error, where):
     path = list(error.absolute_path)
     in_step = len(path) >= 3 and path[0] == "actions"
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        extra = _extra_keys(error)
+        known = list(error.schema.get("properties", {}))
         if in_step and len(path) == 3:
-            return f"unknown step type {extra[0]!r}" if len(extra) == 1 else f"unknown step types {extra}"
-        return f"unknown key {extra[0]!r}" if len(extra) == 1 else f"unknown keys {extra}"
+            return f"unknown step type {extra[0]!r}" + _suggest(extra[0], known)
+        return f"unknown key {extra[0]!r}" + _suggest(extra[0], known)
     if error.validator == "maxProperties" and in_step and len(path) == 3:
         return "one step per list item: " + ", ".join(sorted(error.instance)) + " are in the same item"
     if error.validator == "required":
@@ -85,6 +107,15 @@ def _message(error, where):
     if in_step and len(path) >= 4:
         return f"step {path[3]}: " + (f"argument {path[4]}: " if len(path) > 4 else "") + error.message
     return error.message
+
+
+def _more_problems(src, where, item, problems):
+    """Template and variable checks of a rule the schema rejected: best effort,
+    so one run of `check` shows every problem it can."""
+    try:
+        _compile_rule(src, where, item, problems)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        pass   # the shape is wrong where the schema said; nothing more to learn
 
 
 def _compile_rule(src, where, item, problems):
