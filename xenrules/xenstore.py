@@ -1,0 +1,277 @@
+"""The XenStore client the engine uses: a small adapter over pyxs.
+
+pyxs supplies the wire layer: its packet connections (header framing over a
+unix socket or the xenbus device), `Packet`, the op codes and path checks.
+Its `Client` is not used, for two reasons that matter to hotplug scripts:
+- `Client` waits for every reply on a condition with no timeout, and its
+  router thread can block in a read that nothing interrupts; a hotplug script
+  must never hang, so here every request runs synchronously under a deadline;
+- `Client` refuses values that are not printable 7-bit ASCII, while xenstored
+  stores any bytes and `hotplug-error` messages may hold newlines or UTF-8.
+
+pyxs is imported on first use only: the hot path of an event that needs no
+XenStore access must not pay for it. Not thread-safe: one per thread.
+"""
+
+import itertools
+import os
+import stat
+import time
+
+from xenrules.errors import XenstoreError
+
+DEFAULT_RUNDIR = "/var/run/xenstored"
+XENBUS_DEVICES = ("/dev/xen/xenbus", "/proc/xen/xenbus")
+PAYLOAD_MAX = 4096  # XENSTORE_PAYLOAD_MAX: xenstored drops longer requests
+
+_req_ids = itertools.count(1)
+
+
+def default_path():
+    """The socket libxenstore and pyxs use: $XENSTORED_PATH, else the rundir's."""
+    return os.environ.get("XENSTORED_PATH") or os.path.join(
+        os.environ.get("XENSTORED_RUNDIR", DEFAULT_RUNDIR), "socket")
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Bounded:
+    """A pyxs transport whose waits end at `deadline` (set before each request)."""
+
+    deadline = 0.0
+
+    def _left(self):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Timeout()
+        return left
+
+
+class _SocketTransport(_Bounded):
+    """The transport over xenstored's unix socket."""
+
+    def __init__(self, path, deadline):
+        import socket  # here, like pyxs: an event that needs no XenStore skips it
+
+        self.deadline = deadline
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(self._left())  # connect blocks while the backlog is full
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+
+    def recv(self, size):
+        data = bytearray()
+        while len(data) < size:
+            self.sock.settimeout(self._left())
+            try:
+                chunk = self.sock.recv(size - len(data))
+            except TimeoutError:  # socket.timeout
+                raise _Timeout() from None
+            if not chunk:
+                raise ConnectionResetError("xenstored closed the connection")
+            data += chunk
+        return bytes(data)
+
+    def send(self, data):
+        self.sock.settimeout(self._left())
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise _Timeout() from None
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def close(self):
+        self.sock.close()
+
+
+class _DeviceTransport(_Bounded):
+    """The transport over the xenbus device (a dom0 without the daemon socket)."""
+
+    def __init__(self, path, deadline):
+        self.deadline = deadline
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    def recv(self, size):
+        import select
+
+        data = bytearray()
+        while len(data) < size:
+            if not select.select([self.fd], [], [], self._left())[0]:
+                raise _Timeout()
+            chunk = os.read(self.fd, size - len(data))
+            if not chunk:
+                raise ConnectionResetError("xenbus closed")
+            data += chunk
+        return bytes(data)
+
+    def send(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        os.close(self.fd)
+
+
+class XenStore:
+    """Read, write, remove and list XenStore nodes, each request bounded by
+    `timeout` seconds. Paths are passed as given: relative ones resolve under
+    the caller's domain (/local/domain/0 in dom0). Values are str (UTF-8)."""
+
+    def __init__(self, socket_path=None, timeout=10.0):
+        self.timeout = timeout
+        self.path = socket_path or default_path()
+        # Only the default place may fall back to the xenbus device.
+        self._may_fall_back = socket_path is None and "XENSTORED_PATH" not in os.environ
+        self.where = self.path  # what the connection opened (or will try)
+        self._conn = None
+
+    def __repr__(self):
+        return f"XenStore({self.where!r})"
+
+    # -- public API ---------------------------------------------------------
+
+    def read(self, path):
+        """The node's value, or None when the node does not exist."""
+        try:
+            return self._request("READ", path).decode("utf-8", "replace")
+        except _XsReply as e:
+            if e.code == "ENOENT":
+                return None
+            raise e.error from None
+
+    def write(self, path, value):
+        """Write value, creating missing parents with empty values."""
+        self._checked("WRITE", path, str(value).encode("utf-8"))
+
+    def remove(self, path):
+        """Remove the node and its subtree; a missing node is not an error."""
+        self._checked("RM", path, ignore="ENOENT")
+
+    def list(self, path):
+        """The names of the node's children; [] when the node does not exist."""
+        listing = self._checked("DIRECTORY", path, ignore="ENOENT")
+        return [n.decode("utf-8", "replace") for n in listing.split(b"\0") if n]
+
+    def close(self):
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()  # pyxs's: idempotent, ignores errors
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- wire ---------------------------------------------------------------
+
+    def _checked(self, op, path, value=None, ignore=None):
+        try:
+            return self._request(op, path, value)
+        except _XsReply as e:
+            if e.code == ignore:
+                return b""
+            raise e.error from None
+
+    def _request(self, op_name, path, value=None):
+        """Send one request, return the reply payload (trailing NULs stripped).
+        An error reply raises _XsReply; anything else raises XenstoreError."""
+        from pyxs._internal import NUL, Op, Packet
+        from pyxs.exceptions import PyXSError
+        from pyxs.helpers import check_path
+
+        what = f"xenstore {op_name.lower()} {path!r}"
+        raw = path.encode("utf-8")
+        op = getattr(Op, op_name)
+        try:
+            check_path(raw)
+        except PyXSError:
+            raise XenstoreError(f"{what}: invalid path (allowed: A-Z a-z 0-9 - / _ @, "
+                                "no // and no trailing /)") from None
+        payload = raw + NUL + (value if value is not None else b"")
+        if len(payload) > PAYLOAD_MAX:
+            raise XenstoreError(f"{what}: request of {len(payload)} bytes, "
+                                f"xenstored takes at most {PAYLOAD_MAX}")
+        packet = Packet(op, payload, rq_id=next(_req_ids) & 0xFFFFFFFF)
+
+        deadline = time.monotonic() + self.timeout
+        conn = self._connect(deadline)
+        what += f" via {self.where}"
+        conn.transport.deadline = deadline
+        try:
+            conn.send(packet)
+            while True:
+                reply = conn.recv()
+                if reply.op != Op.WATCH_EVENT:  # we set no watch; skip strays
+                    break
+        except PyXSError as e:  # pyxs wraps transport errors in ConnectionError
+            self.close()
+            raise XenstoreError(f"{what}: {e}") from None
+        except _Timeout:
+            self.close()
+            raise XenstoreError(f"{what}: no reply within {self.timeout:g}s") from None
+
+        if reply.op == Op.ERROR:
+            code = reply.payload.rstrip(NUL).decode("ascii", "replace")
+            raise _XsReply(code, XenstoreError(f"{what}: {code}"))
+        if reply.op != op or reply.rq_id != packet.rq_id:
+            self.close()  # the stream is out of step: start afresh next time
+            raise XenstoreError(f"{what}: unexpected reply (op {reply.op})")
+        return reply.payload.rstrip(NUL) if op != Op.READ else reply.payload
+
+    def _target(self):
+        """(path, is_device), like libxenstore's xs_open: a path that is not a
+        socket is a device; with no daemon socket at the default place, use
+        the xenbus device."""
+        try:
+            return self.path, not stat.S_ISSOCK(os.stat(self.path).st_mode)
+        except OSError:
+            pass
+        if self._may_fall_back:
+            for device in XENBUS_DEVICES:
+                if os.path.exists(device):
+                    return device, True
+        return self.path, False
+
+    def _connect(self, deadline):
+        if self._conn is not None:
+            return self._conn
+        from pyxs.connection import UnixSocketConnection, XenBusConnection
+
+        self.where, is_device = self._target()
+        try:
+            # Setting .transport is what PacketConnection.connect() does; ours
+            # are bounded by deadlines.
+            if is_device:
+                conn = XenBusConnection(self.where)
+                conn.transport = _DeviceTransport(self.where, deadline)
+            else:
+                conn = UnixSocketConnection(self.where)
+                conn.transport = _SocketTransport(self.where, deadline)
+        except (TimeoutError, _Timeout):
+            raise XenstoreError(f"cannot connect to xenstored at {self.where}: "
+                                f"no answer within {self.timeout:g}s") from None
+        except OSError as e:
+            raise XenstoreError(f"cannot connect to xenstored at {self.where}: "
+                                f"{e.strerror or e}") from None
+        self._conn = conn
+        return conn
+
+
+class _XsReply(Exception):
+    """xenstored answered with an error (code is its errno name)."""
+
+    def __init__(self, code, error):
+        super().__init__(code)
+        self.code, self.error = code, error
