@@ -1,0 +1,38 @@
+# xenrules: the README's commands. Run as root on Debian bookworm.
+PYTHON := /usr/bin/python3
+PYTEST_ARGS ?= -q
+
+# Everything the engine, the tests and the sandbox need, from Debian only.
+RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
+TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables procps util-linux kmod
+
+.PHONY: deps deps-runtime originals check demo bench clean
+
+deps-runtime:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(RUNTIME_DEBS)
+
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(RUNTIME_DEBS) $(TEST_DEBS)
+
+# Debian's original scripts (xen-utils-common), the oracle of the differential tests.
+originals: deps
+	$(PYTHON) -m xenrules.sandbox.originals
+
+# The test command: installs what it needs, then the whole suite.
+# pytest's exit status 5 means no test ran: that is a failure too.
+check: originals
+	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing" >&2; exit 1; fi; exit $$rc
+
+# The main job on the embedded default: a simulated dom0, no Xen needed.
+demo: deps-runtime
+	$(PYTHON) -m xenrules sandbox
+
+bench: originals
+	$(PYTHON) bench/bench.py
+
+clean:
+	rm -rf .cache .pytest_cache build
+	find . -name __pycache__ -prune -exec rm -rf {} +
