@@ -1,0 +1,560 @@
+"""A simulated dom0: a throw-away network namespace plus a XenStore.
+
+The real hotplug scripts run against real kernel objects: a bridge, the
+backend netdevs (veth pairs stand in for netback's ``vifD.N``, real tap
+devices for qemu's ``vifD.N-emu``) in a private network namespace, and a
+XenStore server speaking the wire protocol on a unix socket
+(``xenrules.sandbox.xsserver``), reached through ``XENSTORED_PATH`` by Debian's
+xenstore-utils, libxenstore, pyxs and xenrules alike.
+
+    with XenstoreServer(sock) as xs, SimulatedDom0(xs) as dom0:
+        dom0.add_vif(1, 0)
+        env = dom0.hotplug_env(1, 0)
+        dom0.run_original("vif-bridge", ["online", "type_if=vif"], env)
+        print(dom0.state())
+
+What is simulated and how faithfully:
+
+* xenstore keys: those libxl (tools/libs/light/libxl_nic.c and
+  libxl__device_generic_add) writes for a NIC: the backend directory, the
+  frontend directory (with the read-only ``mtu`` libxl writes, default 1500),
+  the ``/libxl/D/device/vif/N`` copy, and the domain's ``name``. Permissions
+  are not modelled.
+* netback's ``vifD.N`` is a veth whose peer ``gD.N`` stays down, so the vif has
+  no carrier (as with a guest that has not connected yet). netback gives the
+  device MAC fe:ff:ff:ff:ff:ff itself; the sandbox gives it a distinct
+  deterministic MAC so that a test sees the script set it.
+* Every MAC is deterministic (bridges too, so a bridge does not take the MAC
+  of its lowest port), and IPv6 address autogeneration is off in the
+  namespace, so that two sandboxes built alike end in comparable states.
+* Commands run through ``ip netns exec``, which also remounts /sys for the
+  namespace: ``/sys/class/net`` shows the namespace's links, as the originals'
+  ``[ -e /sys/class/net/$bridge ]`` checks need.
+
+Host side effects (outside the namespace): the originals append their stderr
+to /var/log/xen/xen-hotplug.log and take locks in /var/run/xen-hotplug; the
+first is created if missing (see HOST_DIRS_CREATED).
+"""
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+from xenrules.sandbox.originals import originals_dir
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = "/usr/bin/python3"
+SCRIPT_DIR = "/etc/xen/scripts"          # where libxl says the scripts are
+HOTPLUG_LOG = "/var/log/xen/xen-hotplug.log"
+HOST_DIRS = ("/var/log/xen", "/var/run/xen-hotplug")
+HOST_DIRS_CREATED = []                   # which of HOST_DIRS this process had to create
+TIMEOUT = 40.0                           # libxl's hotplug timeout (4.6+)
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETBACK_MAC = "fe:ff:ff:ff:ff:ff"
+
+_counter = itertools.count()
+
+
+class SandboxError(RuntimeError):
+    """Setting up or inspecting the sandbox failed."""
+
+
+def ensure_host_dirs():
+    for d in HOST_DIRS:
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            HOST_DIRS_CREATED.append(d)
+
+
+def _mac(kind, a, b):
+    """Deterministic locally administered MAC 02:58:<kind>:<a hi>:<a lo>:<b>."""
+    return "02:58:%02x:%02x:%02x:%02x" % (kind, (a >> 8) & 0xff, a & 0xff, b & 0xff)
+
+
+def vif_name(domid, devid):
+    return "vif%d.%d" % (domid, devid)
+
+
+# --------------------------------------------------------------------------
+# A minimal XenStore wire-protocol client (DIRECTORY, READ, WRITE, RM), so the
+# sandbox needs nothing but the socket. Requests are answered in order.
+
+XS_DIRECTORY, XS_READ, XS_WRITE, XS_RM, XS_ERROR = 1, 2, 11, 13, 16
+_HDR = struct.Struct("<IIII")
+
+
+class XsWireError(SandboxError):
+    def __init__(self, errname, path):
+        self.errname = errname
+        super().__init__("xenstore %s: %s" % (path, errname))
+
+
+class _XsWire:
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.req = 0
+
+    def close(self):
+        self.sock.close()
+
+    def _recv(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise SandboxError("xenstore connection closed")
+            buf += chunk
+        return buf
+
+    def request(self, mtype, payload, path):
+        self.req += 1
+        self.sock.sendall(_HDR.pack(mtype, self.req, 0, len(payload)) + payload)
+        while True:
+            rtype, _req, _tx, length = _HDR.unpack(self._recv(_HDR.size))
+            body = self._recv(length)
+            if rtype == 15:          # a watch event: not ours, skip
+                continue
+            if rtype == XS_ERROR:
+                raise XsWireError(body.rstrip(b"\0").decode(), path)
+            return body
+
+    def read(self, path):
+        return self.request(XS_READ, path.encode() + b"\0", path).decode(
+            "utf-8", "surrogateescape")
+
+    def write(self, path, value):
+        self.request(XS_WRITE, path.encode() + b"\0" + value.encode(), path)
+
+    def rm(self, path):
+        self.request(XS_RM, path.encode() + b"\0", path)
+
+    def directory(self, path):
+        body = self.request(XS_DIRECTORY, path.encode() + b"\0", path)
+        return [n.decode() for n in body.split(b"\0") if n]
+
+    def walk(self, path="/"):
+        """{abs path: value} for path and every node below it."""
+        out = {}
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            try:
+                out[p] = self.read(p)
+                children = self.directory(p)
+            except XsWireError as exc:
+                if exc.errname == "ENOENT":   # removed while walking
+                    continue
+                raise
+            for c in children:
+                stack.append(("" if p == "/" else p) + "/" + c)
+        return out
+
+
+# --------------------------------------------------------------------------
+
+class SimulatedDom0:
+    """A dom0 in a private network namespace. Use as a context manager."""
+
+    def __init__(self, xenstore_socket, prefix="xr", bridges=("xenbr0",)):
+        # Accept the server object itself (anything with .socket_path) too.
+        if not isinstance(xenstore_socket, (str, bytes, os.PathLike)):
+            xenstore_socket = xenstore_socket.socket_path
+        self.xenstore_socket = os.fspath(xenstore_socket)
+        self.netns = "%s-%d-%d" % (prefix, os.getpid(), next(_counter))
+        self.nics = {}           # (domid, devid) -> {"nictype":, "gatewaydev":}
+        self._bridge_count = 0
+        self._created = False
+        self._destroyed = False
+        ensure_host_dirs()
+        self.state_dir = tempfile.mkdtemp(prefix="xenrules-state-%s-" % self.netns)
+        try:
+            self._ip("netns", "add", self.netns, netns=False)
+            self._created = True
+            self._ip("link", "set", "lo", "up")
+            # No IPv6 link-local autoconfiguration: end states stay deterministic.
+            self._check(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w",
+                         "net.ipv6.conf.all.addr_gen_mode=1",
+                         "net.ipv6.conf.default.addr_gen_mode=1"])
+            with self._xs() as xs:
+                xs.write("/local/domain/0/name", "Domain-0")
+                xs.write("/local/domain/0/domid", "0")
+            for b in bridges:
+                self.add_bridge(b)
+        except BaseException:
+            self.destroy()
+            raise
+
+    # -- plumbing ----------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+        return False
+
+    def __repr__(self):
+        return "<SimulatedDom0 netns=%s xenstore=%s>" % (self.netns, self.xenstore_socket)
+
+    @staticmethod
+    def _check(argv):
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, check=False)
+        if proc.returncode != 0:
+            raise SandboxError("%s failed (exit %d): %s" % (
+                " ".join(argv), proc.returncode, proc.stderr.strip()))
+        return proc.stdout
+
+    def _ip(self, *args, netns=True):
+        argv = ["ip"] + (["-n", self.netns] if netns else []) + list(args)
+        return self._check(argv)
+
+    def ip(self, *args):
+        """Run `ip -n <netns> ARGS...` (argv list); returns stdout, raises on failure."""
+        return self._ip(*args)
+
+    def _xs(self):
+        return _XsContext(self.xenstore_socket)
+
+    def xs_write(self, path, value):
+        with self._xs() as xs:
+            xs.write(path, str(value))
+
+    def xs_read(self, path):
+        """Value at path, or None if absent."""
+        with self._xs() as xs:
+            try:
+                return xs.read(path)
+            except XsWireError as exc:
+                if exc.errname == "ENOENT":
+                    return None
+                raise
+
+    def xs_rm(self, path):
+        with self._xs() as xs:
+            try:
+                xs.rm(path)
+            except XsWireError as exc:
+                if exc.errname != "ENOENT":
+                    raise
+
+    # -- building the dom0 -------------------------------------------------
+
+    def add_bridge(self, name, mtu=None):
+        """A Linux bridge as Debian's /etc/network/interfaces would make it:
+        STP off, forward delay 0, up. Fixed MAC (see the module doc).
+
+        An ``mtu`` is set after creation, as ifupdown does: the kernel then
+        keeps it (BROPT_MTU_SET_BY_USER). A bridge created with an MTU
+        instead follows its ports and falls back to 1500 when the last one
+        leaves."""
+        self._bridge_count += 1
+        self._ip("link", "add", "name", name, "address", _mac(0x42, 0, self._bridge_count),
+                 "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        if mtu is not None:
+            self._ip("link", "set", "dev", name, "mtu", str(int(mtu)))
+        self._ip("link", "set", "dev", name, "up")
+
+    def del_link(self, name):
+        self._ip("link", "del", "dev", name)
+
+    def add_vif(self, domid, devid, bridge="xenbr0", mtu=None, vifname=None, ip=None,
+                mac=None, nictype="vif", gatewaydev=None, script="vif-bridge",
+                **extra_backend_keys):
+        """netback's backend netdev vif<domid>.<devid> plus the xenstore keys
+        libxl writes for the NIC (before it runs the hotplug script).
+
+        ``bridge=None`` leaves the ``bridge`` key out (older libxl, or a
+        toolstack that lets vif-bridge pick the first bridge). Extra backend
+        keys with dashes can be given as ``**{"some-key": "v"}``.
+        """
+        domid, devid = int(domid), int(devid)
+        dev = vif_name(domid, devid)
+        peer = "g%d.%d" % (domid, devid)
+        if len(dev) > 15 or len(peer) > 15:
+            raise SandboxError("interface name too long: %s" % dev)
+        self._ip("link", "add", "name", dev, "address", _mac(0x52, domid, devid),
+                 "mtu", "1500", "type", "veth",
+                 "peer", "name", peer, "address", _mac(0x53, domid, devid))
+        mac = mac or "00:16:3e:%02x:%02x:%02x" % ((domid >> 8) & 0x7f, domid & 0xff, devid & 0xff)
+        back_path = "/local/domain/0/backend/vif/%d/%d" % (domid, devid)
+        front_path = "/local/domain/%d/device/vif/%d" % (domid, devid)
+        libxl_path = "/libxl/%d/device/vif/%d" % (domid, devid)
+        script_path = script if script.startswith("/") else os.path.join(SCRIPT_DIR, script)
+
+        # libxl__device_generic_add + libxl__set_xenstore_nic, in their order.
+        back = [("frontend", front_path), ("frontend-id", str(domid)), ("online", "1"),
+                ("state", "1"), ("script", script_path)]
+        if vifname is not None:
+            back.append(("vifname", vifname))
+        back.append(("mac", mac))
+        if ip is not None:
+            back.append(("ip", ip))
+        if gatewaydev is not None:
+            back.append(("gatewaydev", gatewaydev))
+        if mtu is not None and int(mtu) != 1500:   # libxl writes it only when not default
+            back.append(("mtu", str(int(mtu))))
+        if bridge is not None:
+            back.append(("bridge", bridge))
+        back += [("handle", str(devid)), ("type", nictype), ("hotplug-status", "")]
+        for k, v in extra_backend_keys.items():
+            back = [(bk, bv) for bk, bv in back if bk != k] + [(k, str(v))]
+        front = [("backend", back_path), ("backend-id", "0"), ("state", "1"),
+                 ("handle", str(devid)), ("mac", mac),
+                 ("mtu", str(int(mtu) if mtu is not None else 1500)),   # ro_front
+                 ("trusted", "1")]
+        with self._xs() as xs:
+            xs.write("/local/domain/%d/name" % domid, "guest%d" % domid)
+            xs.write("/local/domain/%d/domid" % domid, str(domid))
+            xs.write(libxl_path + "/frontend", front_path)
+            xs.write(libxl_path + "/backend", back_path)
+            for k, v in front:
+                xs.write(front_path + "/" + k, v)
+            for k, v in back:
+                xs.write(back_path + "/" + k, v)
+                xs.write(libxl_path + "/" + k, v)
+        self.nics[(domid, devid)] = {"nictype": nictype, "gatewaydev": gatewaydev}
+        return dev
+
+    def add_tap(self, domid, devid):
+        """qemu's tap device vif<domid>.<devid>-emu for an HVM emulated NIC.
+        The NIC becomes ``vif_ioemu`` (backend ``type``, as libxl writes for
+        an HVM guest), so hotplug_env() sets INTERFACE like libxl."""
+        domid, devid = int(domid), int(devid)
+        dev = vif_name(domid, devid) + "-emu"
+        if len(dev) > 15:
+            raise SandboxError("interface name too long: %s" % dev)
+        self._ip("tuntap", "add", "dev", dev, "mode", "tap")
+        self._ip("link", "set", "dev", dev, "address", _mac(0x54, domid, devid))
+        nic = self.nics.setdefault((domid, devid), {"nictype": "vif", "gatewaydev": None})
+        if self.xs_read("/local/domain/0/backend/vif/%d/%d/type" % (domid, devid)) is not None:
+            nic["nictype"] = "vif_ioemu"
+            self.xs_write("/local/domain/0/backend/vif/%d/%d/type" % (domid, devid),
+                          "vif_ioemu")
+            self.xs_write("/libxl/%d/device/vif/%d/type" % (domid, devid), "vif_ioemu")
+        return dev
+
+    # -- running hotplug scripts ---------------------------------------------
+
+    def hotplug_env(self, domid, devid, type_if="vif", script="vif-bridge"):
+        """The environment libxl >= 4.2 gives a vif hotplug script
+        (libxl_linux.c get_hotplug_env), plus XENSTORED_PATH."""
+        domid, devid = int(domid), int(devid)
+        nic = self.nics.get((domid, devid), {"nictype": "vif", "gatewaydev": None})
+        env = {
+            "script": script if script.startswith("/") else os.path.join(SCRIPT_DIR, script),
+            "XENBUS_TYPE": "vif",
+            "XENBUS_PATH": "backend/vif/%d/%d" % (domid, devid),
+            "XENBUS_BASE_PATH": "backend",
+            "netdev": nic.get("gatewaydev") or "",
+        }
+        if type_if == "tap" or nic.get("nictype") == "vif_ioemu":
+            env["INTERFACE"] = vif_name(domid, devid) + "-emu"
+        env["vif"] = vif_name(domid, devid)
+        env["XENSTORED_PATH"] = self.xenstore_socket
+        return env
+
+    def _base_env(self):
+        return {"PATH": BASE_PATH, "XENSTORED_PATH": self.xenstore_socket}
+
+    def run(self, argv, env=None, timeout=TIMEOUT):
+        """Run argv inside the namespace like libxl runs a hotplug script:
+        stdin /dev/null, output captured, killed after ``timeout`` s.
+
+        The result is a CompletedProcess with extra attributes: ``wall`` (s),
+        ``cpu`` (user+sys of the whole process tree, s, from wait4),
+        ``rusage``, ``timed_out`` and ``hotplug_log`` (what was appended to
+        /var/log/xen/xen-hotplug.log meanwhile).
+        """
+        full_env = self._base_env()
+        full_env.update(env or {})
+        full_argv = ["ip", "netns", "exec", self.netns] + [os.fspath(a) for a in argv]
+        try:
+            log_start = os.path.getsize(HOTPLUG_LOG)
+        except OSError:
+            log_start = 0
+        timed_out = []
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(full_argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err, env=full_env, cwd="/",
+                                    start_new_session=True)
+
+            def _kill():
+                timed_out.append(True)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+            timer = threading.Timer(timeout, _kill)
+            timer.start()
+            try:
+                while True:
+                    try:
+                        _pid, status, rusage = os.wait4(proc.pid, 0)
+                        break
+                    except InterruptedError:
+                        continue
+            finally:
+                timer.cancel()
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout = out.read().decode("utf-8", "replace")
+            stderr = err.read().decode("utf-8", "replace")
+        result = subprocess.CompletedProcess(full_argv, proc.returncode, stdout, stderr)
+        result.wall = wall
+        result.rusage = rusage
+        result.cpu = rusage.ru_utime + rusage.ru_stime
+        result.timed_out = bool(timed_out)
+        try:
+            with open(HOTPLUG_LOG, "rb") as fh:
+                fh.seek(log_start)
+                result.hotplug_log = fh.read().decode("utf-8", "replace")
+        except OSError:
+            result.hotplug_log = ""
+        return result
+
+    def run_original(self, script, args, env):
+        """Run Debian's original script (from originals_dir()) in the namespace."""
+        path = os.path.join(originals_dir(), script)
+        if not os.path.isfile(path):
+            raise SandboxError("no original script %s" % path)
+        return self.run([path] + list(args), env)
+
+    def xenrules_env(self, rules_path=None, state_dir=None, fallback=False):
+        """XENRULES_* for a run from this checkout. Unless ``fallback``, the
+        originals directory is an empty one, so xenrules can never quietly
+        hand an event to an original script (which would make a differential
+        test compare the original with itself): it fails instead."""
+        if fallback:
+            originals = originals_dir()
+        else:
+            originals = os.path.join(self.state_dir, "no-originals")
+            os.makedirs(originals, exist_ok=True)
+        return {
+            "PYTHONPATH": REPO_ROOT,
+            "XENRULES_RULES_PATH": rules_path or os.path.join(REPO_ROOT, "rules.d"),
+            "XENRULES_STATE_DIR": state_dir or self.state_dir,
+            "XENRULES_ORIGINALS_DIR": originals,
+        }
+
+    def run_xenrules(self, script, args, env, rules_path=None, state_dir=None,
+                     fallback=False):
+        """Run the same event through xenrules: python3 -m xenrules.hotplug."""
+        full_env = dict(env)
+        full_env.update(self.xenrules_env(rules_path, state_dir, fallback))
+        return self.run([PYTHON, "-m", "xenrules.hotplug", script] + list(args), full_env)
+
+    # -- inspecting ----------------------------------------------------------
+
+    def ip_json(self, *args):
+        out = self._ip("-j", *args)
+        return json.loads(out) if out.strip() else []
+
+    def links(self):
+        """{name: link dict from `ip -j -d link show`} (lo included)."""
+        return {l["ifname"]: l for l in self.ip_json("-d", "link", "show")}
+
+    def state(self, xenstore=True):
+        """A deterministic, diff-friendly picture of the dom0: links (not lo),
+        bridges, routes and (optionally) the whole xenstore."""
+        links = self.ip_json("-d", "link", "show")
+        addrs = {a["ifname"]: a for a in self.ip_json("addr", "show")}
+        out_links = {}
+        bridges = {}
+        for l in links:
+            name = l["ifname"]
+            if name == "lo":
+                continue
+            info = l.get("linkinfo") or {}
+            entry = {
+                "kind": info.get("info_kind"),
+                "master": l.get("master"),
+                "mtu": l.get("mtu"),
+                "mac": l.get("address"),
+                "up": "UP" in l.get("flags", []),
+                "operstate": l.get("operstate"),
+                "addresses": sorted(
+                    "%s/%s" % (a["local"], a["prefixlen"])
+                    for a in addrs.get(name, {}).get("addr_info", [])),
+            }
+            if info.get("info_slave_kind") == "bridge":
+                entry["port_state"] = (info.get("info_slave_data") or {}).get("state")
+            if info.get("info_kind") == "veth":
+                entry["peer"] = l.get("link")
+            out_links[name] = entry
+            if info.get("info_kind") == "bridge":
+                data = info.get("info_data") or {}
+                bridges[name] = {"stp_state": data.get("stp_state"),
+                                 "forward_delay": data.get("forward_delay"),
+                                 "ports": []}
+        for name, entry in out_links.items():
+            if entry["master"] in bridges:
+                bridges[entry["master"]]["ports"].append(name)
+        for b in bridges.values():
+            b["ports"].sort()
+        routes = []
+        for fam in ("-4", "-6"):
+            for r in self.ip_json(fam, "route", "show", "table", "all"):
+                if r.get("table") == "local":
+                    continue
+                r.pop("expires", None)
+                routes.append(json.dumps(r, sort_keys=True))
+        state = {
+            "links": dict(sorted(out_links.items())),
+            "bridges": dict(sorted(bridges.items())),
+            "routes": sorted(routes),
+        }
+        if xenstore:
+            state["xenstore"] = self.xenstore_snapshot()
+        return state
+
+    def xenstore_snapshot(self):
+        """{abs path: value} of every node but the root, read over the wire
+        protocol (the same picture as XenstoreServer.snapshot())."""
+        with self._xs() as xs:
+            snap = xs.walk("/")
+        snap.pop("/", None)
+        return dict(sorted(snap.items()))
+
+    def exists(self):
+        return os.path.exists(os.path.join("/run/netns", self.netns))
+
+    # -- teardown --------------------------------------------------------------
+
+    def destroy(self):
+        """Delete the namespace (and with it every link in it). Idempotent."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        try:
+            if self._created and self.exists():
+                self._ip("netns", "del", self.netns, netns=False)
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+class _XsContext:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.client = _XsWire(self.path)
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+        return False
