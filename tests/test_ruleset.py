@@ -1,7 +1,6 @@
 """Rule directories: order, override, masking; the compiled cache; matching."""
 import os
 import subprocess
-import sys
 
 import pytest
 

@@ -4,9 +4,9 @@ import json
 import os
 import sys
 
-from . import __version__, engine, ruleset
+from . import __version__, ruleset
 from .config import Config
-from .errors import RuleError, XenrulesError, XenstoreError
+from .errors import RuleError, XenrulesError
 
 EPILOG = """\
 rule directories (highest priority first): XENRULES_RULES_PATH or --rules-path,

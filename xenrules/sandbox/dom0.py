@@ -41,14 +41,13 @@ import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import tempfile
 import threading
 import time
 
 from xenrules.sandbox.originals import originals_dir
+from xenrules.xenstore import XenStore
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = "/usr/bin/python3"
@@ -86,79 +85,6 @@ def vif_name(domid, devid):
 # --------------------------------------------------------------------------
 # A minimal XenStore wire-protocol client (DIRECTORY, READ, WRITE, RM), so the
 # sandbox needs nothing but the socket. Requests are answered in order.
-
-XS_DIRECTORY, XS_READ, XS_WRITE, XS_RM, XS_ERROR = 1, 2, 11, 13, 16
-_HDR = struct.Struct("<IIII")
-
-
-class XsWireError(SandboxError):
-    def __init__(self, errname, path):
-        self.errname = errname
-        super().__init__("xenstore %s: %s" % (path, errname))
-
-
-class _XsWire:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(path)
-        self.req = 0
-
-    def close(self):
-        self.sock.close()
-
-    def _recv(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise SandboxError("xenstore connection closed")
-            buf += chunk
-        return buf
-
-    def request(self, mtype, payload, path):
-        self.req += 1
-        self.sock.sendall(_HDR.pack(mtype, self.req, 0, len(payload)) + payload)
-        while True:
-            rtype, _req, _tx, length = _HDR.unpack(self._recv(_HDR.size))
-            body = self._recv(length)
-            if rtype == 15:          # a watch event: not ours, skip
-                continue
-            if rtype == XS_ERROR:
-                raise XsWireError(body.rstrip(b"\0").decode(), path)
-            return body
-
-    def read(self, path):
-        return self.request(XS_READ, path.encode() + b"\0", path).decode(
-            "utf-8", "surrogateescape")
-
-    def write(self, path, value):
-        self.request(XS_WRITE, path.encode() + b"\0" + value.encode(), path)
-
-    def rm(self, path):
-        self.request(XS_RM, path.encode() + b"\0", path)
-
-    def directory(self, path):
-        body = self.request(XS_DIRECTORY, path.encode() + b"\0", path)
-        return [n.decode() for n in body.split(b"\0") if n]
-
-    def walk(self, path="/"):
-        """{abs path: value} for path and every node below it."""
-        out = {}
-        stack = [path]
-        while stack:
-            p = stack.pop()
-            try:
-                out[p] = self.read(p)
-                children = self.directory(p)
-            except XsWireError as exc:
-                if exc.errname == "ENOENT":   # removed while walking
-                    continue
-                raise
-            for c in children:
-                stack.append(("" if p == "/" else p) + "/" + c)
-        return out
-
 
 # --------------------------------------------------------------------------
 
@@ -224,7 +150,7 @@ class SimulatedDom0:
         return self._ip(*args)
 
     def _xs(self):
-        return _XsContext(self.xenstore_socket)
+        return XenStore(self.xenstore_socket)
 
     def xs_write(self, path, value):
         with self._xs() as xs:
@@ -233,20 +159,11 @@ class SimulatedDom0:
     def xs_read(self, path):
         """Value at path, or None if absent."""
         with self._xs() as xs:
-            try:
-                return xs.read(path)
-            except XsWireError as exc:
-                if exc.errname == "ENOENT":
-                    return None
-                raise
+            return xs.read(path)
 
     def xs_rm(self, path):
         with self._xs() as xs:
-            try:
-                xs.rm(path)
-            except XsWireError as exc:
-                if exc.errname != "ENOENT":
-                    raise
+            xs.remove(path)
 
     # -- building the dom0 -------------------------------------------------
 
@@ -525,9 +442,17 @@ class SimulatedDom0:
     def xenstore_snapshot(self):
         """{abs path: value} of every node but the root, read over the wire
         protocol (the same picture as XenstoreServer.snapshot())."""
+        snap = {}
         with self._xs() as xs:
-            snap = xs.walk("/")
-        snap.pop("/", None)
+            stack = [""]
+            while stack:
+                path = stack.pop()
+                for child in xs.list(path or "/"):
+                    node = f"{path}/{child}"
+                    value = xs.read(node)
+                    if value is not None:   # not removed while walking
+                        snap[node] = value
+                        stack.append(node)
         return dict(sorted(snap.items()))
 
     def exists(self):
@@ -545,16 +470,3 @@ class SimulatedDom0:
                 self._ip("netns", "del", self.netns, netns=False)
         finally:
             shutil.rmtree(self.state_dir, ignore_errors=True)
-
-
-class _XsContext:
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        self.client = _XsWire(self.path)
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
-        return False
