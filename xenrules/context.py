@@ -54,6 +54,9 @@ class Context:
         finally:
             self._resolving.discard(name)
         self.values[name] = result
+        log = getattr(self.runtime, "log", None)
+        if log is not None and log.enabled("debug"):
+            log("debug", f"variable {name} = {result[0]!r} ({result[1]})")
         return result
 
     def _first_source(self, sources):
@@ -81,7 +84,7 @@ class Context:
         return self.event.env.get(name, ""), f"environment {name}"
 
     def _src_value(self, text):
-        return template.expand(str(text), self.get), "rule value"
+        return template.expand(str(text), self.get), f"value {text!r}"
 
     def _src_first_bridge(self, _flag):
         found = netinfo.bridges()
