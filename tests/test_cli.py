@@ -88,3 +88,14 @@ def test_schema_is_json_and_knows_every_step(capsys):
     assert cli.main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert set(schema["definitions"]["step"]["properties"]) == set(STEP_TYPES)
+
+
+def test_explain_refuses_an_event_without_its_required_variables(capsys, monkeypatch):
+    monkeypatch.setenv("XENSTORED_PATH", "/nonexistent/socket")
+    monkeypatch.delenv("XENBUS_PATH", raising=False)
+    monkeypatch.delenv("vif", raising=False)
+    assert cli.main(["--rules-path", RULES, "explain", "vif-bridge", "online"]) == 0
+    captured = capsys.readouterr()
+    assert ("require: failed: required variable(s) not set: backend (XENBUS_PATH not set), "
+            "vif (vif not set)") in captured.out
+    assert captured.err == ""

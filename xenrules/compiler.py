@@ -145,6 +145,12 @@ def _compile_rule(src, where, item, problems):
                 problems.append(src.problem(where + at, f"unknown variable {name!r} in condition"))
         check_value(cond.get("equals") or {}, at + ("equals",))
 
+    require = item.get("require") or []
+    require = [require] if isinstance(require, str) else require
+    for i, name in enumerate(require):
+        if name not in known:
+            problems.append(src.problem(where + ("require",), f"unknown variable {name!r} in require"))
+
     rule_vars = {}
     for name, spec in (item.get("vars") or {}).items():
         at = ("vars", name)
@@ -180,5 +186,5 @@ def _compile_rule(src, where, item, problems):
     line = src.marks.get(where, (1, 1))[0]
     match = {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in item["match"].items()}
     return {"name": item["rule"], "file": src.path, "line": line, "match": match,
-            "vars": rule_vars, "actions": actions, "description": item.get("description", "")}
+            "require": require, "vars": rule_vars, "actions": actions, "description": item.get("description", "")}
 

@@ -63,6 +63,18 @@ def execute(rule, context, runtime, dry_run=False):
     log = runtime.log
     out = Outcome()
     applied = []
+    missing = [name for name in rule["require"] if not context.get(name)]
+    if missing:
+        # the bash ${XENBUS_PATH:?}: refuse before touching anything
+        spec = {"type": "require", "line": rule["line"], "on_error": "fail"}
+        message = "required variable(s) not set: " + ", ".join(
+            f"{n} ({context.origin(n)})" for n in missing)
+        out.trace.append((spec, "failed", message, 0.0))
+        out.failed, out.code = (spec, message, "error"), 1
+        log("err", f"{where(rule, spec)}: rule {rule['name']}: {message}")
+        if not dry_run:
+            _report_failure(runtime, message, "error")
+        return out
     for spec in rule["actions"][context.event.command] or []:
         started = time.monotonic()
         try:
@@ -90,8 +102,9 @@ def execute(rule, context, runtime, dry_run=False):
             out.failed = (spec, message, "busy" if busy else "error")
             out.code = 1
             log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: {message}")
-            _revert(rule, applied, runtime)
-            _report_failure(runtime, message, "busy" if busy else "error")
+            if not dry_run:
+                _revert(rule, applied, runtime)
+                _report_failure(runtime, message, "busy" if busy else "error")
             return out
         elapsed = time.monotonic() - started
         out.trace.append((spec, "would run" if dry_run else "done", detail, elapsed))

@@ -55,7 +55,7 @@ class Event:
             return f"argument {name}="
         if name in self.env:
             return f"environment {name}"
-        return "unset"
+        return f"{name} not set"
 
     def _builtin_vars(self):
         """Variables every rule may use, each with where it came from."""

@@ -5,7 +5,7 @@ from .config import Config
 from .context import Context
 from .errors import XenstoreError
 from .event import Event
-from .log import Log
+from .log import NullLog
 from .runtime import Runtime
 
 
@@ -57,7 +57,7 @@ def explain(script, words, env, out):
         out.write(f"\nno rule: the original {event.script} script would run\n")
         return 0
     store = ReadOnlyStore()
-    runtime = Runtime(config, event, Log(event.script, "err", None), xenstore=store)
+    runtime = Runtime(config, event, NullLog(), xenstore=store)
     context = Context(event, winner["vars"], runtime)
     runtime.context = context
     outcome = engine.execute(winner, context, runtime, dry_run=True)

@@ -47,3 +47,13 @@ class Log:
         except OSError:
             self.path = None
             return False
+
+
+class NullLog:
+    """For dry runs (explain): nothing to syslog, nothing to the log file."""
+
+    def enabled(self, level):
+        return False
+
+    def __call__(self, level, message):
+        pass

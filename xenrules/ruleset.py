@@ -15,7 +15,7 @@ from . import __version__
 from .errors import RuleError
 
 CACHE_NAME = "rules.cache"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SUFFIX = ".yaml"
 
 

@@ -73,6 +73,7 @@ def build():
         "properties": {
             "rule": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]*$"},
             "description": {"type": "string"},
+            "require": NAMES,
             "match": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME},
                       "additionalProperties": SCALARS},
             "vars": {
