@@ -6,7 +6,6 @@ action wins. An action listed with no steps is a deliberate no-op. No
 winner: the original script runs (see fallback.py).
 """
 import time
-import traceback
 
 from . import conditions
 from .errors import BusyError, XenrulesError
@@ -91,6 +90,7 @@ def execute(rule, context, runtime, dry_run=False):
         except Exception as e:   # a step failing for any reason must not leave things half-done
             message = str(e) if isinstance(e, XenrulesError) else f"internal error: {e!r}"
             if not isinstance(e, XenrulesError):
+                import traceback   # only a bug pays for it
                 log("debug", traceback.format_exc())
             elapsed = time.monotonic() - started
             if spec["on_error"] == "ignore":

@@ -6,7 +6,6 @@ here. Without the package, XENRULES_ORIGINALS_DIR names a directory holding
 the originals.
 """
 import os
-import subprocess
 
 from .errors import XenrulesError
 
@@ -18,6 +17,7 @@ LAUNCHER_MARK = b"xenrules-launcher"
 def original_path(config, script):
     if config.originals_dir:
         return os.path.join(config.originals_dir, script)
+    import subprocess   # only a fallback pays for it
     installed = os.path.join(config.scripts_dir, script)
     try:
         done = subprocess.run(["dpkg-divert", "--truename", installed], stdin=subprocess.DEVNULL,

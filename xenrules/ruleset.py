@@ -9,7 +9,6 @@ that cache with marshal and never imports yaml or jsonschema.
 """
 import marshal
 import os
-import tempfile
 
 from . import __version__
 from .errors import RuleError
@@ -92,6 +91,7 @@ def _read_cache(path):
 
 
 def _write_cache(path, compiled, log):
+    import tempfile   # only a rebuild pays for it
     directory = os.path.dirname(path)
     try:
         os.makedirs(directory, exist_ok=True)
