@@ -59,7 +59,7 @@ def test_explain_shows_verdicts_steps_with_values_and_changes_nothing(xs_server,
     assert "bridge.require: would run: require bridge xenbr7" in out
     assert "link.mtu: would run, on_error: ignore: vif7.0: mtu 1400" in out
     assert "write xenstore /local/domain/7/device/vif/0/mtu = '1400'" in out
-    assert f"mtu = '1400'  (xenstore backend/vif/7/0/mtu)" in out
+    assert "mtu = '1400'  (xenstore backend/vif/7/0/mtu)" in out
     assert xs_server.snapshot() == before
 
 

@@ -31,21 +31,27 @@ class Read(Step):
 
 class Write(Step):
     type_name = "xenstore.write"
-    summary = "write a value; revert restores the old value or removes the node"
+    summary = "write a value; revert restores the old value or removes what the write created"
     properties = {"path": PATH, "value": {"type": ["string", "integer"]}}
     required = ("path", "value")
 
     def apply(self, runtime):
         path = checked_path(self.args["path"])
         self.previous = runtime.xenstore.read(path)
+        # A write creates missing parents; revert must remove the top one.
+        self.created = path if self.previous is None else None
+        while self.created and "/" in self.created.strip("/"):
+            parent = self.created.rsplit("/", 1)[0]
+            if runtime.xenstore.read(parent) is not None:
+                break
+            self.created = parent
         runtime.xenstore.write(path, str(self.args["value"]))
 
     def revert(self, runtime):
-        path = self.args["path"]
-        if self.previous is None:
-            runtime.xenstore.remove(path)
+        if self.created:
+            runtime.xenstore.remove(self.created)
         else:
-            runtime.xenstore.write(path, self.previous)
+            runtime.xenstore.write(self.args["path"], self.previous)
 
     def describe(self):
         return f"write xenstore {self.args['path']} = {self.args['value']!r}"
