@@ -62,12 +62,15 @@ def execute(rule, context, runtime, dry_run=False):
     log = runtime.log
     out = Outcome()
     applied = []
-    missing = [name for name in rule["require"] if not context.get(name)]
+    try:
+        missing = [name for name in rule["require"] if not context.get(name)]
+        message = "required variable(s) not set: " + ", ".join(
+            f"{n} ({context.origin(n)})" for n in missing)
+    except XenrulesError as e:
+        missing, message = True, f"cannot resolve the required variables: {e}"
     if missing:
         # the bash ${XENBUS_PATH:?}: refuse before touching anything
         spec = {"type": "require", "line": rule["line"], "on_error": "fail"}
-        message = "required variable(s) not set: " + ", ".join(
-            f"{n} ({context.origin(n)})" for n in missing)
         out.trace.append((spec, "failed", message, 0.0))
         out.failed, out.code = (spec, message, "error"), 1
         log("err", f"{where(rule, spec)}: rule {rule['name']}: {message}")
