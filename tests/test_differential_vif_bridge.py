@@ -171,3 +171,14 @@ def test_no_bridge_key_takes_first_bridge(dom0_factory, originals):
     assert exits(orig) == [0]
     assert orig["links"]["vif1.0"]["master"] == "br9"
     assert_same(orig, xr)
+
+
+def test_offline_after_netback_removed_the_vif(dom0_factory, originals):
+    # libxl may run offline once the backend device is already gone
+    def setup(d):
+        d.add_vif(1, 0)
+        d.del_link("vif1.0")
+    orig, xr = compare_scenario(dom0_factory, Scenario("vif-gone", [offline()], setup=setup))
+    assert exits(orig) == [0]
+    assert "vif1.0" not in orig["links"]
+    assert_same(orig, xr)

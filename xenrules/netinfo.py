@@ -41,6 +41,15 @@ def mtu(name):
         return ""
 
 
+def is_up(name):
+    """IFF_UP from sysfs; None if the device does not exist."""
+    try:
+        with open(f"{SYS_NET}/{name}/flags") as f:
+            return bool(int(f.read(), 16) & 1)
+    except (OSError, ValueError):
+        return None
+
+
 def valid_ifname(name):
     """The kernel's rule for an interface name (dev_valid_name)."""
     return (0 < len(name) < 16 and name not in (".", "..")

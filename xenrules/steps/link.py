@@ -101,10 +101,14 @@ class _State(Step):
     state = ""
 
     def apply(self, runtime):
-        dev = self.args["dev"]
-        idx = index(runtime, dev)
-        self.was_up = is_up(runtime, idx)
-        call(f"ip link set dev {dev} {self.state}", runtime.netlink().link, "set", index=idx, state=self.state)
+        dev = checked_name(self.args["dev"])
+        self.was_up = netinfo.is_up(dev)
+        if self.was_up is None:
+            raise StepError(f"device {dev} does not exist")
+        if self.was_up == (self.state == "up"):
+            return   # already so: no netlink needed
+        call(f"ip link set dev {dev} {self.state}", runtime.netlink().link, "set",
+             index=index(runtime, dev), state=self.state)
 
     def revert(self, runtime):
         if self.was_up != (self.state == "up"):

@@ -15,7 +15,9 @@ def checked_name(name):
 
 def index(runtime, name):
     """The ifindex of a device, or StepError naming it."""
-    found = runtime.netlink().link_lookup(ifname=checked_name(name))
+    # sysfs first: a missing device (a vif netback already removed) is then
+    # reported without paying for the netlink library at all.
+    found = netinfo.exists(checked_name(name)) and runtime.netlink().link_lookup(ifname=name)
     if not found:
         raise StepError(f"device {name} does not exist")
     return found[0]
