@@ -6,9 +6,11 @@ the original is known to do, then requires the same end state: links, bridge
 ports, MTU, MAC, xenstore, exit codes. Intended differences are spelt out.
 """
 
+import os
+
 import pytest
 
-from differential import (Scenario, comparable, compare_scenario, explain, offline,
+from differential import (Event, Scenario, comparable, compare_scenario, explain, offline,
                           online, tap_add, tap_remove)
 
 pytestmark = pytest.mark.netns
@@ -181,4 +183,18 @@ def test_offline_after_netback_removed_the_vif(dom0_factory, originals):
     orig, xr = compare_scenario(dom0_factory, Scenario("vif-gone", [offline()], setup=setup))
     assert exits(orig) == [0]
     assert "vif1.0" not in orig["links"]
+    assert_same(orig, xr)
+
+
+def test_udev_convention_of_xen_4_1_through_vif_setup(dom0_factory, originals):
+    # Wheezy's xen-backend.rules run `vif-setup online type_if=vif`, which
+    # execs $script; xenrules picks the rules of $script's basename.
+    def via_vif_setup(action):
+        return Event((action, "type_if=vif"), script="vif-setup",
+                     env={"script": os.path.join(originals, "vif-bridge"), "ACTION": action})
+    scenario = Scenario("udev", [via_vif_setup("online"), via_vif_setup("offline")])
+    orig, xr = compare_scenario(dom0_factory, scenario)
+    assert exits(orig) == [0, 0]
+    assert orig["xenstore"][BACK + "/hotplug-status"] == "connected"
+    assert orig["links"]["vif1.0"]["mac"] == "fe:ff:ff:ff:ff:ff"
     assert_same(orig, xr)
