@@ -1,4 +1,4 @@
-"""`xenrules`: check, list and explain rules; run or simulate hotplug events."""
+"""xenrules: check, list and explain hotplug rules; run or simulate hotplug events."""
 import argparse
 import json
 import os
@@ -10,7 +10,8 @@ from .errors import RuleError, XenrulesError
 
 EPILOG = """\
 rule directories (highest priority first): XENRULES_RULES_PATH or --rules-path,
-default /etc/xen/rules.d:/usr/lib/xenrules/rules.d. See xenrules(8), xenrules.rules(5)."""
+default /etc/xen/rules.d:/usr/lib/xenrules/rules.d. Rule format and steps:
+README.md ("Writing rules"); `xenrules schema` prints the JSON Schema."""
 
 
 def _parser():
