@@ -198,3 +198,37 @@ def test_udev_convention_of_xen_4_1_through_vif_setup(dom0_factory, originals):
     assert orig["xenstore"][BACK + "/hotplug-status"] == "connected"
     assert orig["links"]["vif1.0"]["mac"] == "fe:ff:ff:ff:ff:ff"
     assert_same(orig, xr)
+
+
+def test_tap_named_by_xen_4_1_udev(dom0_factory, originals):
+    # Wheezy's udev: `vif-bridge add type_if=tap` with INTERFACE=tap1.0; bash
+    # derives domid "tap1" from it, finds no backend keys, takes the first bridge
+    def setup(d):
+        d.add_vif(1, 0)
+        d.ip("tuntap", "add", "dev", "tap1.0", "mode", "tap")
+        d.ip("link", "set", "dev", "tap1.0", "address", "02:58:54:00:01:00")   # same in both
+    for events in ([tap_add(env={"INTERFACE": "tap1.0"})],
+                   [tap_add(env={"INTERFACE": "tap1.0"}), tap_remove(env={"INTERFACE": "tap1.0"})]):
+        orig, xr = compare_scenario(dom0_factory, Scenario("udev-tap", events, setup=setup))
+        assert exits(orig) == [0] * len(events)
+        assert orig["links"]["tap1.0"]["master"] == ("xenbr0" if len(events) == 1 else None)
+        assert_same(orig, xr)
+
+
+def test_online_for_a_tap_without_interface_does_nothing(dom0_factory, originals):
+    event = Event(("online", "type_if=tap"), env={"INTERFACE": ""})
+    orig, xr = compare_scenario(dom0_factory, Scenario("tap-online", [event]))
+    assert exits(orig) == [0]
+    assert_same(orig, xr)
+
+
+@pytest.mark.parametrize("mtu", ["0", "-5", "abc"])
+def test_xenstore_mtu_that_is_not_a_positive_number_is_not_applied(dom0_factory, originals, mtu):
+    def setup(d):
+        d.add_vif(1, 0)
+        d.xs_write(BACK + "/mtu", mtu)
+    orig, xr = compare_scenario(dom0_factory, Scenario("bad-mtu", [online()], setup=setup))
+    assert exits(orig) == [0]
+    assert orig["xenstore"][FRONT + "/mtu"] == "1500"      # libxl's, untouched
+    assert orig["links"]["vif1.0"]["mtu"] == 1500
+    assert_same(orig, xr)

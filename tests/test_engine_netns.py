@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT
+from xenrules.xenstore import XenStore
 
 pytestmark = pytest.mark.netns
 
@@ -450,3 +451,46 @@ def test_one_summary_line_per_event(ev, dom0):
     assert " err: %s offline type_if=vif: rule xr-log" % SCRIPT in lines[1]
     assert "1 steps done, 0 skipped, FAILED (xr-offline-fails)" in lines[1]
     assert "%s add: rule xr-log" % SCRIPT in lines[2] and "0 steps done" in lines[2]
+
+
+# -- what must never crash the event path -----------------------------------------------------
+
+def test_a_rule_directory_that_is_a_file_falls_back_to_the_original(ev):
+    out = ev.tmp / "record"
+    original = write_original(ev.originals / SCRIPT, out, code=0)
+    not_a_dir = ev.tmp / "not-a-dir"
+    not_a_dir.write_text("")
+    proc = ev.run(WORDS, XR_MARK=MARK, XENRULES_RULES_PATH=str(not_a_dir))
+    _assert_original_ran(ev, proc, out, original, 0)
+    assert "cannot read the rule directory" in ev.log()
+
+
+def test_a_recursive_yaml_alias_falls_back_to_the_original(ev):
+    ev.rules("- &a [*a]\n")
+    out = ev.tmp / "record"
+    original = write_original(ev.originals / SCRIPT, out, code=0)
+    proc = ev.run(WORDS, XR_MARK=MARK)
+    _assert_original_ran(ev, proc, out, original, 0)
+    assert "recursive alias" in ev.log()
+
+
+def test_an_original_that_cannot_be_executed_is_a_clear_error(ev):
+    original = ev.originals / SCRIPT
+    original.write_text("echo no shebang\n")
+    original.chmod(0o755)
+    proc = ev.run()
+    assert proc.returncode == 1, why(proc, ev)
+    assert "Traceback" not in proc.stderr
+    assert "cannot be run: Exec format error" in ev.log()
+
+
+def test_an_argument_that_is_not_utf8_is_logged_and_stored_as_bytes(ev, xs_server):
+    ev.steps("""
+        - xenstore.write: {path: "{backend}/seen", value: "{label}"}
+    """)
+    ev.rules(ev.rule_file.read_text().replace("  actions:", "  vars: {label: {param: label}}\n  actions:"))
+    proc = ev.run(["online", "label=br\udcff"])
+    assert proc.returncode == 0, why(proc, ev)
+    assert "label=br\\udcff" in ev.log()
+    with XenStore(xs_server.socket_path) as store:
+        assert store.read(BACK + "/seen") == "br\ufffd"   # the raw byte 0xff reached xenstore

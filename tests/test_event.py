@@ -1,7 +1,4 @@
 """Events: both calling conventions, key=value words as data, variable origins."""
-import pytest
-
-from xenrules.errors import UsageError
 from xenrules.event import Event
 
 LIBXL_ENV = {"script": "/etc/xen/scripts/vif-bridge", "XENBUS_TYPE": "vif",
@@ -48,9 +45,17 @@ def test_tap_event_derives_ids_and_backend_from_interface():
     assert b["backend"] == "/local/domain/0/backend/vif/12/3"
 
 
-def test_tap_with_a_foreign_interface_name_is_a_usage_error():
-    with pytest.raises(UsageError, match="vif<domid>.<devid>-emu"):
-        Event("vif-bridge", ["add", "type_if=tap"], {"INTERFACE": "tap0"})
+def test_tap_name_of_xen_4_1_udev_is_split_like_vif_common_sh():
+    # udev on Wheezy says INTERFACE=tap1.0; bash makes domid=tap1, devid=0
+    ev = Event("vif-bridge", ["add", "type_if=tap"], {"INTERFACE": "tap1.0"})
+    b = {k: v for k, (v, _) in ev.builtins.items()}
+    assert (b["domid"], b["devid"]) == ("tap1", "0")
+    assert b["backend"] == "/local/domain/0/backend/vif/tap1/0"
+
+
+def test_tap_without_interface_leaves_ids_empty():
+    ev = Event("vif-bridge", ["online", "type_if=tap"], {})
+    assert ev.builtins["backend"] == ("", "INTERFACE not set")
 
 
 def test_udev_vif_setup_dispatches_to_script_from_environment():

@@ -4,6 +4,7 @@ Runs on `check`, `list`, `explain` and when the cache is stale; never on a
 warm event path (it imports yaml and jsonschema).
 """
 import difflib
+import re
 
 import jsonschema
 
@@ -139,17 +140,34 @@ def _compile_rule(src, where, item, problems):
             for k, v in value.items():
                 check_value(v, at + (k,))
 
-    def check_condition(cond, at):
-        for name in conditions.names(cond):
+    def check_condition(cond, at, top=True):
+        for name in conditions.names(cond) if top else ():   # names() already recurses
             if name not in known:
                 problems.append(src.problem(where + at, f"unknown variable {name!r} in condition"))
         check_value(cond.get("equals") or {}, at + ("equals",))
+        for name, pattern in (cond.get("matches") or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                problems.append(src.problem(where + at + ("matches", name), f"bad regular expression: {e}"))
+        for key in ("not",):
+            if key in cond:
+                check_condition(cond[key], at + (key,), top=False)
+        for key in ("all", "any"):
+            for i, sub in enumerate(cond.get(key) or []):
+                check_condition(sub, at + (key, i), top=False)
 
     require = item.get("require") or []
     require = [require] if isinstance(require, str) else require
     for i, name in enumerate(require):
         if name not in known:
             problems.append(src.problem(where + ("require",), f"unknown variable {name!r} in require"))
+
+    for name, wanted in item["match"].items():
+        if name in (item.get("vars") or {}):
+            problems.append(src.problem(where + ("match", name), f"match: sees the event's variables and "
+                                        f"arguments, not the rule's own `vars:` ({name!r} is one)", key=True))
+        check_value(wanted, ("match", name))
 
     rule_vars = {}
     for name, spec in (item.get("vars") or {}).items():

@@ -4,6 +4,7 @@ A condition is a mapping; several keys must all hold:
   set: NAME | [NAMES]        every variable is non-empty
   unset: NAME | [NAMES]      every variable is empty
   equals: {NAME: VALUE | [VALUES]}   the variable is one of the values
+  matches: {NAME: REGEX}     the whole value matches the regular expression
   not: COND / all: [COND...] / any: [COND...]
 A rule's `match:` is an `equals:` mapping.
 """
@@ -47,6 +48,15 @@ def equals(mapping, lookup):
     return True, ", ".join(f"{n}={lookup(n)!r}" for n in mapping)
 
 
+def matches(mapping, lookup):
+    import re   # only rules that use `matches` pay for it
+    for name, pattern in mapping.items():
+        have = lookup(name)
+        if not re.fullmatch(pattern, have):
+            return False, f"{name} {have!r} does not match {pattern!r}"
+    return True, ", ".join(f"{n}={lookup(n)!r} matches {p!r}" for n, p in mapping.items())
+
+
 def _not(arg, lookup):
     ok, why = check(arg, lookup)
     return (not ok), (f"not ({why})")
@@ -72,7 +82,8 @@ def _any(arg, lookup):
     return False, " and ".join(reasons)
 
 
-_CHECKS = {"set": _set, "unset": _unset, "equals": equals, "not": _not, "all": _all, "any": _any}
+_CHECKS = {"set": _set, "unset": _unset, "equals": equals, "matches": matches,
+           "not": _not, "all": _all, "any": _any}
 
 
 def names(cond):
@@ -81,7 +92,7 @@ def names(cond):
     for key, arg in cond.items():
         if key in ("set", "unset"):
             out.extend(_as_list(arg))
-        elif key == "equals":
+        elif key in ("equals", "matches"):
             out.extend(arg)
             out.extend(n for w in arg.values() for v in _as_list(w) for n in template.names(str(v)))
         elif key == "not":

@@ -62,6 +62,9 @@ def execute(rule, context, runtime, dry_run=False):
     log = runtime.log
     out = Outcome()
     applied = []
+    steps = rule["actions"][context.event.command] or []
+    if not steps:
+        return out   # a deliberate no-op needs no variables
     try:
         missing = [name for name in rule["require"] if not context.get(name)]
         message = "required variable(s) not set: " + ", ".join(
@@ -77,7 +80,7 @@ def execute(rule, context, runtime, dry_run=False):
         if not dry_run:
             _report_failure(runtime, message, "error")
         return out
-    for spec in rule["actions"][context.event.command] or []:
+    for spec in steps:
         started = time.monotonic()
         try:
             if spec["when"]:

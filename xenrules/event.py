@@ -7,7 +7,6 @@ Words `key=value` are data: they are split, never evaluated.
 """
 import os
 
-from .errors import UsageError
 
 # The Xen 4.1 udev rules call this dispatcher, which execs $script.
 DISPATCHERS = ("vif-setup",)
@@ -85,13 +84,17 @@ class Event:
     def _tap_vars(self):
         # An emulated NIC is named "vif<domid>.<devid>-emu"; its backend is
         # the vif's, which the tap event does not carry under udev (4.1).
+        # Split the name exactly as vif-common.sh does, whatever it is (udev
+        # on 4.1 says tapD.N): rules decide what to do with odd names.
         name = self.value("INTERFACE")
+        if not name:
+            return {"domid": ("", "INTERFACE not set"), "devid": ("", "INTERFACE not set"),
+                    "backend": ("", "INTERFACE not set")}
         core = name[3:] if name.startswith("vif") else name
         if core.endswith("-emu"):
             core = core[:-4]
-        domid, _, devid = core.partition(".")
-        if not (domid.isdigit() and devid.isdigit()):
-            raise UsageError(f"tap interface name {name!r} is not vif<domid>.<devid>-emu")
+        domid = core.rsplit(".", 1)[0]     # ${dev_%.*}
+        devid = core.split(".", 1)[-1]     # ${dev_#*.}
         src = f"from INTERFACE={name}"
         return {
             "domid": (domid, src),

@@ -41,4 +41,7 @@ def run_original(config, event, log, reason):
     if not os.access(path, os.X_OK) or _is_launcher(path):
         raise XenrulesError(f"{reason}, and there is no original script {path} to fall back to")
     log("info", f"{reason}: running the original {path} {' '.join(event.words)}".rstrip())
-    os.execve(path, [path] + event.words, event.env)
+    try:
+        os.execve(path, [path] + event.words, event.env)
+    except OSError as e:
+        raise XenrulesError(f"{reason}, and the original {path} cannot be run: {e.strerror}") from e

@@ -12,7 +12,7 @@ import time
 from . import engine, ruleset
 from .config import Config
 from .context import Context
-from .errors import RuleError, UsageError, XenrulesError
+from .errors import RuleError, XenrulesError
 from .event import Event
 from .fallback import run_original
 from .log import Log
@@ -22,20 +22,19 @@ from .runtime import Runtime
 def handle(argv0, words, env, echo=None):
     started = time.monotonic()
     config = Config(env)
-    try:
-        event = Event(argv0, words, env)
-    except UsageError as e:
-        Log(os.path.basename(argv0), config.log_level, config.log_file, echo)("err", str(e))
-        return 1
+    event = Event(argv0, words, env)
     log = Log(event.script, config.log_level, config.log_file, echo)
     log("debug", f"event: {event.describe()} XENBUS_PATH={env.get('XENBUS_PATH', '')}")
     try:
         try:
             rules = ruleset.load(config, log)
+            rule, _ = engine.choose(rules, event)
         except RuleError as e:
             log("err", f"rule files do not validate:\n{e}")
             return run_original(config, event, log, "rules do not load")
-        rule, _ = engine.choose(rules, event)
+        except Exception as e:   # whatever breaks in the rules, the original still serves
+            log("err", f"rules cannot be loaded: {e!r}")
+            return run_original(config, event, log, "rules do not load")
         if rule is None:
             return run_original(config, event, log, f"no rule for {event.describe()}")
     except XenrulesError as e:

@@ -28,6 +28,8 @@ class Log:
     def __call__(self, level, message):
         if not self.enabled(level):
             return
+        # argv/env bytes that are not UTF-8 arrive surrogate-escaped: show them, never crash
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         syslog.syslog(LEVELS[level], message)
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self.tag}[{os.getpid()}] {level}: {message}\n"
         if self.echo is not None:

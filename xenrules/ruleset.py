@@ -37,6 +37,8 @@ def discover(rules_path):
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
             continue
+        except OSError as e:
+            raise RuleError([f"{directory}: cannot read the rule directory: {e.strerror}"]) from e
         for name in names:
             if not name.endswith(SUFFIX) or name.startswith("."):
                 continue

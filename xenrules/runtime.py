@@ -4,7 +4,6 @@ Connections open on first use only: an event whose rule never touches a
 link does not pay for importing pyroute2.
 """
 from .errors import StepError
-from .locking import HotplugLock
 
 
 class Runtime:
@@ -39,6 +38,7 @@ class Runtime:
 
     def lock(self, name):
         if name not in self.locks:
+            from .locking import HotplugLock   # most events take no lock
             held = HotplugLock(self.config.lock_dir, name)
             held.acquire()
             self.locks[name] = held

@@ -22,6 +22,8 @@ CONDITION = {
         "unset": NAMES,
         "equals": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME},
                    "additionalProperties": SCALARS},
+        "matches": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME},
+                    "additionalProperties": {"type": "string"}},
         "not": {"$ref": "#/definitions/condition"},
         "all": {"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/condition"}},
         "any": {"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/condition"}},
@@ -48,6 +50,7 @@ assert set(SOURCE["properties"]) == set(SOURCE_KINDS) | {"when"}
 
 def step_args_schema(cls):
     return {
+        "description": cls.summary,
         "type": ["object", "null"],
         "additionalProperties": False,
         "required": list(cls.required),

@@ -152,7 +152,7 @@ class XenStore:
 
     def write(self, path, value):
         """Write value, creating missing parents with empty values."""
-        self._checked("WRITE", path, str(value).encode("utf-8"))
+        self._checked("WRITE", path, str(value).encode("utf-8", "surrogateescape"))
 
     def remove(self, path):
         """Remove the node and its subtree; a missing node is not an error."""
@@ -192,7 +192,7 @@ class XenStore:
         from pyxs.helpers import check_path
 
         what = f"xenstore {op_name.lower()} {path!r}"
-        raw = path.encode("utf-8")
+        raw = path.encode("utf-8", "surrogateescape")
         op = getattr(Op, op_name)
         try:
             check_path(raw)

@@ -5,6 +5,14 @@ line and a caret under the column.
 """
 import yaml
 
+# Values a file may hold once its aliases are expanded: far more than any
+# rule set needs, far less than an alias bomb would make.
+MAX_VALUES = 100_000
+
+
+class _Refused(Exception):
+    """A file whose aliases recurse or expand beyond MAX_VALUES."""
+
 
 class Problem:
     def __init__(self, file, line, col, message, text=None):
@@ -34,6 +42,9 @@ class Source:
         self.marks = {}      # path tuple -> (line, col) of the value
         self.key_marks = {}  # path tuple -> (line, col) of the mapping key
         self.problems = []
+        self._walked = {}    # id(node) -> (value, number of values under it): aliases reuse it
+        self._open = set()   # nodes being walked: meeting one again is a recursive alias
+        self._count = 0
         self.data = self._load()
 
     def problem(self, where, message, key=False):
@@ -53,6 +64,9 @@ class Source:
         try:
             node = loader.get_single_node()
             return None if node is None else self._walk(loader, node, ())
+        except _Refused as e:
+            mark = e.args[0].start_mark
+            self.problems.append(Problem(self.path, mark.line + 1, mark.column + 1, e.args[1], self.text))
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             msg = f"YAML: {e.problem or e.context}"
@@ -65,6 +79,26 @@ class Source:
 
     def _walk(self, loader, node, where):
         self.marks[where] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if id(node) in self._walked:
+            value, size = self._walked[id(node)]
+            self._counted(node, size)
+            return value
+        if id(node) in self._open:
+            raise _Refused(node, "recursive alias: a value contains itself")
+        self._open.add(id(node))
+        before = self._count
+        value = self._build(loader, node, where)
+        self._open.discard(id(node))
+        self._walked[id(node)] = (value, self._count - before + 1)
+        self._counted(node, 1)
+        return value
+
+    def _counted(self, node, size):
+        self._count += size
+        if self._count > MAX_VALUES:
+            raise _Refused(node, f"more than {MAX_VALUES} values once aliases are expanded")
+
+    def _build(self, loader, node, where):
         if isinstance(node, yaml.MappingNode):
             written = set()
             for key_node, _ in node.value:

@@ -15,7 +15,7 @@ class Step:
     properties = {}
     #: Names of the arguments that must be given.
     required = ()
-    #: One line for `xenrules.rules(5)` and `check --list-steps`.
+    #: One line saying what the step does (docs, `xenrules schema`).
     summary = ""
 
     def __init__(self, args):

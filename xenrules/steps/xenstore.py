@@ -7,8 +7,8 @@ _PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 
 def checked_path(path):
-    # xenstored's own character set; stops a value with '..' or spaces
-    # from writing somewhere the rule did not mean.
+    # xenstored's own character set: a value with spaces, quotes or control
+    # characters cannot turn into a path the rule did not mean.
     if not path or not set(path) <= _PATH_CHARS or "//" in path or path.endswith("/"):
         raise StepError(f"invalid xenstore path {path!r}")
     return path
