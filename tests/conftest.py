@@ -121,3 +121,11 @@ def dom0_factory(xs_servers):
 def dom0(dom0_factory, xs_server):
     """A SimulatedDom0 (bridge xenbr0) talking to the ``xs_server`` fixture."""
     return dom0_factory(server=xs_server)
+
+
+@pytest.fixture
+def ev(dom0, tmp_path):
+    """Rule files and xenrules events for vif1.0 in a simulated dom0 (tests/events.py)."""
+    from events import Events
+    dom0.add_vif(1, 0)
+    return Events(dom0, tmp_path)

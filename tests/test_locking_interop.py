@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from events import wait_for
 from xenrules.locking import HotplugLock
 
 TIMEOUT = 20.0
@@ -22,15 +23,6 @@ TIMEOUT = 20.0
 
 def unique(prefix="xr-interop"):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
-
-
-def wait_for(predicate, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class Bash:

@@ -9,87 +9,17 @@ files, the log file.
 
 import fcntl
 import os
-import textwrap
 import threading
 import time
 
 import pytest
 
 from xenrules.locking import HotplugLock
-from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT
+from events import BACK, SCRIPT, wait_for, why
 
 pytestmark = pytest.mark.netns
 
-SCRIPT = "xr-test"
-BACK = "/local/domain/0/backend/vif/1/0"
 PORT_MAC = "fe:ff:ff:ff:ff:ff"
-
-
-class Events:
-    """Rule files in a temporary directory, and events run through xenrules
-    in the dom0's namespace with every XENRULES_* path under tmp_path."""
-
-    def __init__(self, dom0, tmp_path):
-        self.dom0 = dom0
-        self.tmp = tmp_path
-        self.lock_dir = tmp_path / "locks"
-        self.log_file = tmp_path / "xen-hotplug.log"
-        self.state_dir = tmp_path / "state"
-        self.originals = tmp_path / "no-originals"     # empty: never fall back
-        self.originals.mkdir()
-        self.rules_dir = None
-        self.rule_file = None
-        self._count = 0
-
-    def rules(self, text, name="50-xr-test.yaml"):
-        """Write a rule file into a fresh rule directory; returns its path."""
-        self._count += 1
-        self.rules_dir = self.tmp / ("rules%d" % self._count)
-        self.rules_dir.mkdir()
-        self.rule_file = self.rules_dir / name
-        self.rule_file.write_text(textwrap.dedent(text).lstrip("\n"))
-        return self.rule_file
-
-    def steps(self, steps, action="online"):
-        """A rule for xr-test whose `action` runs the given YAML step list."""
-        body = textwrap.indent(textwrap.dedent(steps).strip("\n"), " " * 6)
-        return self.rules("- rule: xr-test-rule\n"
-                          "  match: {script: %s}\n"
-                          "  actions:\n"
-                          "    %s:\n%s\n" % (SCRIPT, action, body))
-
-    def env(self, **extra):
-        env = self.dom0.hotplug_env(1, 0, script=SCRIPT)
-        env.update({
-            "PYTHONPATH": REPO_ROOT,
-            "XENRULES_RULES_PATH": str(self.rules_dir),
-            "XENRULES_STATE_DIR": str(self.state_dir),
-            "XENRULES_LOCK_DIR": str(self.lock_dir),
-            "XENRULES_LOG_FILE": str(self.log_file),
-            "XENRULES_ORIGINALS_DIR": str(self.originals),
-        })
-        env.update(extra)
-        return env
-
-    def run(self, words=("online", "type_if=vif"), script=SCRIPT, **extra):
-        return self.dom0.run([PYTHON, "-m", "xenrules.hotplug", script] + list(words),
-                             self.env(**extra))
-
-    def log(self):
-        try:
-            return self.log_file.read_text()
-        except FileNotFoundError:
-            return ""
-
-
-@pytest.fixture
-def ev(dom0, tmp_path):
-    dom0.add_vif(1, 0)
-    return Events(dom0, tmp_path)
-
-
-def why(proc, ev):
-    return "exit %d\nstderr: %s\nlog: %s" % (proc.returncode, proc.stderr, ev.log())
 
 
 def links(dom0):
@@ -450,15 +380,6 @@ def _lock_is_held(path):
     return False
 
 
-def _wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 class Background:
     """An event run in a thread, so the test can look at it while it runs."""
 
@@ -498,11 +419,11 @@ def test_lock_is_held_between_acquire_and_release_and_removed_after(ev, xs_serve
     try:
         bg = Background(ev)
         # during: the lock file exists and the event holds its flock
-        assert _wait_for(lambda: _lock_is_held(held)), "xenrules never took xr-lock"
+        assert wait_for(lambda: _lock_is_held(held)), "xenrules never took xr-lock"
         assert os.path.exists(held) and bg.running()
         gate1.release()
         # after lock.release, while the event still runs: file gone
-        assert _wait_for(lambda: not os.path.exists(held)), "xr-lock not released"
+        assert wait_for(lambda: not os.path.exists(held)), "xr-lock not released"
         time.sleep(0.2)
         assert bg.running(), "the event should still wait for xr-gate2"
         assert BACK + "/xr-after" not in xs_server.snapshot()
