@@ -2,6 +2,9 @@
 PYTHON := /usr/bin/python3
 PYTEST_ARGS ?= -q
 
+# Wait for the dpkg lock (another apt run, unattended-upgrades) instead of failing.
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+
 # Everything the engine, the tests and the sandbox need, from Debian only.
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
 TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables procps util-linux kmod
@@ -9,12 +12,12 @@ TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables procps
 .PHONY: deps deps-runtime originals check demo bench clean
 
 deps-runtime:
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(RUNTIME_DEBS)
+	$(APT_GET) update
+	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS)
 
 deps:
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(RUNTIME_DEBS) $(TEST_DEBS)
+	$(APT_GET) update
+	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(TEST_DEBS)
 
 # Debian's original scripts (xen-utils-common), the oracle of the differential tests.
 originals: deps
