@@ -7,17 +7,19 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 # Everything the engine, the tests and the sandbox need, from Debian only.
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
-TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables procps util-linux kmod
+SANDBOX_DEBS := procps
+TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux kmod
 
 .PHONY: deps deps-runtime originals check demo bench clean
 
+# the engine plus what the simulated dom0 uses (sysctl)
 deps-runtime:
 	$(APT_GET) update
-	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS)
+	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(SANDBOX_DEBS)
 
 deps:
 	$(APT_GET) update
-	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(TEST_DEBS)
+	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(SANDBOX_DEBS) $(TEST_DEBS)
 
 # Debian's original scripts (xen-utils-common), the oracle of the differential tests.
 originals: deps
