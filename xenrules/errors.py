@@ -9,10 +9,6 @@ class XenrulesError(Exception):
     """Root of every error xenrules raises on purpose."""
 
 
-class UsageError(XenrulesError):
-    """Bad command line or event (unknown command, missing variable...)."""
-
-
 class RuleError(XenrulesError):
     """A rule file is invalid. Carries every problem found, each located."""
 
