@@ -16,6 +16,15 @@ from .yamlsrc import Problem, read_source
 TEMPLATED_SOURCES = ("xenstore", "value", "bridge_alias", "link_mtu")
 
 
+def _plugged_templated(kind):
+    # Only reached for kinds the schema accepted, so the module exists.
+    from .sources import source_class
+    try:
+        return source_class(kind).templated
+    except KeyError:
+        return False
+
+
 def compile_files(files):
     """(rules, problems) for the effective rule files, in order."""
     validator = jsonschema.Draft7Validator(schema.build())
@@ -179,7 +188,7 @@ def _compile_rule(src, where, item, problems):
             if len(kinds) != 1:
                 problems.append(src.problem(here, f"a source has one kind, found {kinds or 'none'}"))
                 continue
-            if kinds[0] in TEMPLATED_SOURCES:
+            if kinds[0] in TEMPLATED_SOURCES or _plugged_templated(kinds[0]):
                 check_template(str(source[kinds[0]]), here + (kinds[0],))
             if "when" in source:
                 check_condition(source["when"], here + ("when",))

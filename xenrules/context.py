@@ -13,6 +13,7 @@ Sources:
   bridge_alias: NAME  NAME, or ethN when NAME is a missing xenbrN and ethN is a bridge
   link_mtu: DEV       the MTU of device DEV
 Each source may carry `when:`, a condition, to be tried only when it holds.
+Kinds with a dot ("ip.address_of") are plugged in from xenrules/sources/.
 """
 from . import conditions, netinfo, template
 from .errors import TemplateError
@@ -65,13 +66,23 @@ class Context:
             if when and not conditions.check(when, self.get)[0]:
                 continue
             kind = next(k for k in source if k != "when")
-            value, origin = getattr(self, "_src_" + kind)(source[kind])
+            if "." in kind:
+                value, origin = self._plugged(kind, source[kind])
+            else:
+                value, origin = getattr(self, "_src_" + kind)(source[kind])
             if value:
                 return value, origin
         return "", "no source had a value"
 
     def expand(self, value):
         return template.expand_value(value, self.get)
+
+    def _plugged(self, kind, arg):
+        from .sources import source_class
+        cls = source_class(kind)
+        if cls.templated:
+            arg = template.expand(str(arg), self.get)
+        return cls.resolve(self, arg)
 
     def _src_xenstore(self, path):
         path = template.expand(path, self.get)

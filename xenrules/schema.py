@@ -4,7 +4,8 @@
 event path never imports jsonschema.
 """
 from .context import SOURCE_KINDS
-from .steps import STEP_TYPES, step_class
+from .sources import all_source_kinds
+from .steps import all_step_types
 
 NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
 SCALAR = {"type": ["string", "integer", "number", "boolean"]}
@@ -60,13 +61,16 @@ def step_args_schema(cls):
 
 
 def build():
-    steps = {name: step_args_schema(step_class(name)) for name in STEP_TYPES}
+    steps = {name: step_args_schema(cls) for name, cls in all_step_types().items()}
+    source = dict(SOURCE, properties=dict(SOURCE["properties"]))
+    for kind, cls in all_source_kinds().items():
+        source["properties"][kind] = dict(cls.schema, description=cls.summary)
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "xenrules rule",
         "definitions": {
             "condition": CONDITION,
-            "source": SOURCE,
+            "source": source,
             "step": {"type": "object", "minProperties": 1, "maxProperties": 1,
                      "additionalProperties": False, "properties": steps},
         },
