@@ -7,7 +7,7 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 # Everything the engine, the tests and the sandbox need, from Debian only.
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
-SANDBOX_DEBS := procps
+SANDBOX_DEBS := procps iptables nftables
 TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux kmod
 
 .PHONY: deps deps-runtime originals check demo bench clean

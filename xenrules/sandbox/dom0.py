@@ -38,6 +38,7 @@ first is created if missing (see HOST_DIRS_CREATED).
 
 import itertools
 import json
+import re
 import os
 import shutil
 import signal
@@ -434,10 +435,43 @@ class SimulatedDom0:
             "links": dict(sorted(out_links.items())),
             "bridges": dict(sorted(bridges.items())),
             "routes": sorted(routes),
+            "sysctls": self.sysctls(),
+            "firewall": self.firewall(),
         }
         if xenstore:
             state["xenstore"] = self.xenstore_snapshot()
         return state
+
+    def sysctls(self):
+        """{name: value} of the per-device and global forwarding/proxy sysctls
+        the vif scripts touch (proxy_arp, forwarding, proxy_ndp)."""
+        out = self._ip("netns", "exec", self.netns, "sysctl", "-a", "-r",
+                       r"^net\.ipv[46]\.conf\..*\.(proxy_arp|forwarding|proxy_ndp)$",
+                       netns=False)
+        found = {}
+        for line in out.splitlines():
+            name, sep, value = line.partition(" = ")
+            if sep:
+                found[name.strip()] = value.strip()
+        return dict(sorted(found.items()))
+
+    def firewall(self):
+        """The namespace's iptables/ip6tables rules (iptables-save, counters
+        and comments dropped) and nftables ruleset, as sorted lines."""
+        lines = []
+        for tool in ("iptables-save", "ip6tables-save"):
+            proc = subprocess.run(["ip", "netns", "exec", self.netns, tool],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                raise SandboxError(f"{tool} failed: {proc.stderr.strip()}")
+            for line in proc.stdout.splitlines():
+                if line.startswith("#"):
+                    continue
+                lines.append(f"{tool}: " + re.sub(r" \[\d+:\d+\]$", "", line))
+        nft = self._ip("netns", "exec", self.netns, "nft", "list", "ruleset", netns=False)
+        lines += ["nft: " + line.strip() for line in nft.splitlines() if line.strip()]
+        return lines
 
     def xenstore_snapshot(self):
         """{abs path: value} of every node but the root, read over the wire
