@@ -65,10 +65,11 @@ def test_explain_shows_verdicts_steps_with_values_and_changes_nothing(xs_server,
 
 def test_explain_says_when_no_rule_applies(capsys, monkeypatch):
     monkeypatch.setenv("XENSTORED_PATH", "/nonexistent/socket")
-    assert cli.main(["--rules-path", RULES, "explain", "block", "add"]) == 0
+    # block-iscsi: a script xenrules ships no rule for
+    assert cli.main(["--rules-path", RULES, "explain", "block-iscsi", "add"]) == 0
     out = capsys.readouterr().out
-    assert "script is 'block', not 'vif-bridge'" in out
-    assert "no rule: the original block script would run" in out
+    assert "script is 'block-iscsi', not 'vif-bridge'" in out
+    assert "no rule: the original block-iscsi script would run" in out
 
 
 def test_explain_with_unreachable_xenstore_says_so(capsys, monkeypatch):
@@ -99,3 +100,12 @@ def test_explain_refuses_an_event_without_its_required_variables(capsys, monkeyp
     assert ("require: failed: required variable(s) not set: backend (XENBUS_PATH not set), "
             "vif (vif not set)") in captured.out
     assert captured.err == ""
+
+
+def test_check_accepts_action_lists_and_steps_reused_through_aliases(tmp_path, capsys):
+    (tmp_path / "50-alias.yaml").write_text(
+        "rule: alias\nmatch: {script: vif-x}\nactions:\n"
+        "  online: &steps\n    - log: {message: hi}\n  offline: *steps\n"
+        "  add:\n    - &one {log: {message: two}}\n    - *one\n")
+    assert cli.main(["--rules-path", str(tmp_path), "check"]) == 0
+    assert "1 rule(s): OK" in capsys.readouterr().out

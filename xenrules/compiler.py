@@ -206,7 +206,7 @@ def _compile_rule(src, where, item, problems):
             if when:
                 check_condition(when, at + ("when",))
             check_value(args, at)
-            line, col = src.marks[where + ("actions", action, i)]
+            line, col = src.mark(where + ("actions", action, i))
             compiled.append({"type": type_name, "args": args, "when": when,
                              "on_error": on_error, "line": line, "col": col})
         actions[action] = compiled

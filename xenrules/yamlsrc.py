@@ -47,17 +47,22 @@ class Source:
         self._count = 0
         self.data = self._load()
 
+    def mark(self, where, key=False):
+        """(line, col) of a data path. Inside a value reused through an alias
+        only the alias itself has a mark, so the nearest marked parent answers."""
+        where = tuple(where)
+        while True:
+            pos = (self.key_marks.get(where) if key else None) or self.marks.get(where)
+            if pos is not None:
+                return pos
+            if not where:
+                return (1, 1)
+            where = where[:-1]
+
     def problem(self, where, message, key=False):
         """A Problem located at a data path (the key's place if key=True)."""
-        where = tuple(where)
-        pos = None
-        while pos is None:
-            pos = (self.key_marks.get(where) if key else None) or self.marks.get(where)
-            if pos is None:
-                if not where:
-                    pos = (1, 1)
-                where = where[:-1]
-        return Problem(self.path, pos[0], pos[1], message, self.text)
+        line, col = self.mark(where, key)
+        return Problem(self.path, line, col, message, self.text)
 
     def _load(self):
         loader = yaml.SafeLoader(self.text)
