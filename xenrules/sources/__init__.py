@@ -6,7 +6,6 @@ xenrules.sources.<prefix>, as a VarSource subclass whose `kind` is
 "prefix.name": adding a family of sources is adding a module.
 """
 import importlib
-import pkgutil
 
 
 class VarSource:
@@ -54,6 +53,7 @@ def source_class(kind):
 
 def all_source_kinds():
     """Every plugged-in source: {kind: class}. Imports every module (not for the event path)."""
+    import pkgutil   # 20 ms (it pulls in typing): never on the event path
     found = {}
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):
