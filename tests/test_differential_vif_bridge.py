@@ -232,3 +232,16 @@ def test_xenstore_mtu_that_is_not_a_positive_number_is_not_applied(dom0_factory,
     assert orig["xenstore"][FRONT + "/mtu"] == "1500"      # libxl's, untouched
     assert orig["links"]["vif1.0"]["mtu"] == 1500
     assert_same(orig, xr)
+
+
+def test_guest_addresses_add_no_firewall_rule_as_in_debian(dom0_factory, originals):
+    # Debian's handle_iptable is a no-op (bug #894013) and the shipped rules
+    # keep their firewall off: an `ip` key changes nothing in the ruleset.
+    # (tests/test_firewall.py: the firewall switched on; tests/test_hooks.py:
+    # the vif-post.d hooks.)
+    scenario = Scenario("ip-no-firewall", [online(), offline()],
+                        setup=lambda d: d.add_vif(1, 0, ip="192.0.2.10 192.0.2.11"))
+    orig, xr = compare_scenario(dom0_factory, scenario)
+    assert exits(orig) == [0, 0]
+    assert not [l for l in orig["firewall"] if "FORWARD -m physdev" in l or "-A FORWARD" in l]
+    assert_same(orig, xr)

@@ -1,0 +1,142 @@
+"""The anti-spoofing firewall of the original vif scripts (vif-common.sh handle_iptable).
+
+For a vif on a bridge: iptables FORWARD rules that accept bridged packets
+coming in from the vif only from its addresses (plus DHCP requests), and
+everything going out to it; with no address, everything from it. Exactly
+the rules, order and lock of the original, so the two can share a host:
+
+  per address A:  -I FORWARD -m physdev --physdev-is-bridged --physdev-in DEV -s A -j ACCEPT
+                  -I FORWARD -m physdev --physdev-is-bridged --physdev-out DEV -j ACCEPT
+  then DHCP:      ... --physdev-in DEV -p udp --sport 68 --dport 67 -j ACCEPT, and the out rule
+  no address:     ... --physdev-in DEV -j ACCEPT, and the out rule
+
+online/add insert (-I), offline/remove delete (-D) one copy of each, all
+under the hotplug lock `iptables`, with -w (wait for the xtables lock). As in
+the original, a host whose iptables does not work (`iptables -L` fails) is
+left alone, and a rule that cannot be inserted is logged, not fatal, unless
+`strict` is set. Debian's scripts have this disabled (bug #894013); the
+shipped rules run it only when their `firewall` variable is on.
+"""
+from ..errors import StepError
+from .base import Step
+from .netlink import IFNAME, checked_name
+
+INSERTING = ("online", "add")
+REMOVING = ("offline", "remove")
+FAILED = "iptables setup failed. This may affect guest networking."
+
+
+def frobs(dev, addresses):
+    """The (in, out) rule pairs of frob_iptable calls, in the original's order."""
+    match = ["FORWARD", "-m", "physdev", "--physdev-is-bridged"]
+    out_rule = match + ["--physdev-out", dev, "-j", "ACCEPT"]
+    words = addresses.split()
+    extras = [["-s", a] for a in words] + [["-p", "udp", "--sport", "68", "--dport", "67"]]
+    if not words:
+        extras = [[]]
+    return [(match + ["--physdev-in", dev] + extra + ["-j", "ACCEPT"], out_rule) for extra in extras]
+
+
+def iptables(runtime, args):
+    """Run iptables -w ARGS; (ok, message)."""
+    import subprocess   # only firewall events pay for it
+    argv = ["iptables", "-w"] + args
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"{' '.join(argv)}: {e}"
+    if done.returncode != 0:
+        return False, f"{' '.join(argv)}: {done.stderr.strip() or 'exit status %d' % done.returncode}"
+    runtime.log("debug", " ".join(argv))
+    return True, ""
+
+
+class _held:
+    """Hold a hotplug lock for a block; one the rule already holds stays held."""
+
+    def __init__(self, runtime, name):
+        self.runtime, self.name = runtime, name
+
+    def __enter__(self):
+        self.taken = self.name not in self.runtime.locks
+        self.runtime.lock(self.name)
+
+    def __exit__(self, *exc):
+        if self.taken:
+            self.runtime.unlock(self.name)
+        return False
+
+
+class Vif(Step):
+    type_name = "firewall.vif"
+    summary = ("the original vif scripts' iptables FORWARD physdev rules for a vif "
+               "(handle_iptable): insert on online/add, delete on offline/remove")
+    properties = {
+        "action": {"type": "string",
+                   "description": "online/add insert the rules, offline/remove delete them "
+                                  "(usually \"{action}\")"},
+        "dev": dict(IFNAME, description="the vif (or tap) on the bridge"),
+        "addresses": {"type": "string",
+                      "description": "the guest's addresses (xenstore `ip`), space-separated; "
+                                     "empty: accept anything from the vif"},
+        "strict": {"type": "boolean",
+                   "description": "fail the event when a rule cannot be inserted (default "
+                                  "false: log it and go on, as the original does)"},
+        "lock": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$",
+                 "description": "hotplug lock held meanwhile (default iptables, as locking.sh)"},
+    }
+    required = ("action", "dev")
+
+    def apply(self, runtime):
+        self.done = []      # (verb, rule) that took effect, for revert
+        dev = checked_name(self.args["dev"])
+        action = self.args["action"]
+        if action not in INSERTING + REMOVING:
+            raise StepError(f"firewall.vif: action {action!r} is none of "
+                            + ", ".join(INSERTING + REMOVING))
+        verb = "-I" if action in INSERTING else "-D"
+        ok, why = iptables(runtime, ["-L", "-n"])
+        if not ok:
+            # "If iptables is not working, then there's no need to do anything with it"
+            runtime.log("debug", f"iptables does not work here, no firewall rules: {why}")
+            return
+        with _held(runtime, self.args.get("lock") or "iptables"):
+            self._frob_all(runtime, verb, frobs(dev, self.args.get("addresses", "")))
+
+    def _frob_all(self, runtime, verb, pairs):
+        for in_rule, out_rule in pairs:
+            # like `iptables_w -I ...in... && iptables_w -I ...out...`
+            for rule in (in_rule, out_rule):
+                ok, why = iptables(runtime, [verb] + rule)
+                if not ok:
+                    break
+                self.done.append((verb, rule))
+            if ok or verb == "-D":
+                if not ok:
+                    runtime.log("debug", f"{why} (rule already gone?)")
+                continue
+            runtime.log("err", f"{FAILED} ({why})")
+            if self.args.get("strict"):
+                self._undo(runtime)
+                raise StepError(f"{FAILED} ({why})")
+
+    def _undo(self, runtime):
+        # Deleted rules go back in the order they were deleted: each -I puts
+        # its rule first, which rebuilds the order the original's online made.
+        done = self.done if self.done and self.done[0][0] == "-D" else reversed(self.done)
+        for verb, rule in list(done):
+            ok, why = iptables(runtime, ["-D" if verb == "-I" else "-I"] + rule)
+            if not ok:
+                runtime.log("err", f"cannot undo a firewall rule: {why}")
+        self.done = []
+
+    def revert(self, runtime):
+        if getattr(self, "done", None):
+            with _held(runtime, self.args.get("lock") or "iptables"):
+                self._undo(runtime)
+
+    def describe(self):
+        verb = "insert" if self.args["action"] in INSERTING else "delete"
+        addrs = self.args.get("addresses") or "any address"
+        return f"{verb} FORWARD physdev rules for {self.args['dev']} ({addrs}, DHCP) under lock iptables"

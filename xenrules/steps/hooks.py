@@ -1,0 +1,199 @@
+"""Admins' hook snippets: /etc/xen/scripts/vif-post.d/*.hook, as the originals run them.
+
+The originals' `call_hooks vif post` (xen-hotplug-common.sh) *sources* every
+executable `*.hook` of the directory, in glob order, inside the running
+script: a hook sees the script's shell variables (command, dev, vif, bridge,
+ip, XENBUS_PATH...), its helper functions (log, xenstore_read, fatal,
+claim_lock...), `$0` = the script, `$1 $2` = "vif" "post", `set -e` and the
+ERR trap. hooks.run rebuilds that shell: one /bin/bash whose program is the
+fixed PRELUDE below; everything else (directory, names and values of the
+variables) reaches it as arguments, never as code. The prelude
+
+1. defines the helpers a hook most often calls (log, fatal, success,
+   do_or_die, do_without_error, xenstore_read[_default], xenstore_write),
+2. then, when the originals' libraries are installed next to `$0`
+   (xen-hotplug-common.sh, xen-network-common.sh), sources them, so hooks get
+   the originals' own helpers (claim_lock, add_to_bridge...), PATH, LANG,
+   `set -e`, the ERR trap and the stderr log, exactly as before,
+3. redefines `fatal` to hand its message to xenrules (the engine writes
+   hotplug-error / hotplug-status=error and reverts, as for any failed step),
+4. sets the rule's variables (plain shell variables, not exported, as in
+   the original), and sources the hooks from a function, as call_hooks does.
+
+A hook that fails (a failing command under `set -e`, `exit 1`, `fatal`)
+fails the step. Nothing to revert: what a hook did is its own business.
+"""
+import os
+import re
+
+from ..errors import StepError
+from .base import Step
+
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The originals' libraries that call_hooks' hooks had in scope, if installed.
+LIBRARIES = ("xen-hotplug-common.sh", "xen-network-common.sh")
+
+PRELUDE = r'''
+__xr_errfile=$1 __xr_hookdir=$2 __xr_libdir=$3
+shift 3
+__xr_callargs=("$1" "$2")
+shift 2
+__xr_vars=("$@")
+set --
+dir=$(dirname "$0")
+export LANG=POSIX
+unset $(set | grep ^LC_ | cut -d= -f1)
+
+log() {
+  local level="$1"
+  shift
+  logger -p "daemon.$level" -- "$0:" "$@" || echo "$0 $@" >&2
+}
+xenstore_read() {
+  local v=$(xenstore-read "$@" || true)
+  [ "$v" != "" ] || fatal "xenstore-read $@ failed."
+  echo "$v"
+}
+xenstore_read_default() {
+  xenstore-read "$1" 2>/dev/null || echo "$2"
+}
+_xenstore_write() {
+  log debug "Writing $@ to xenstore."
+  xenstore-write "$@"
+}
+xenstore_write() {
+  _xenstore_write "$@" || fatal "Writing $@ to xenstore failed."
+}
+success() {
+  xenstore_write "$XENBUS_PATH/hotplug-status" connected
+}
+do_or_die() {
+  "$@" || fatal "$@ failed"
+}
+do_without_error() {
+  "$@" 2>/dev/null || log debug "$@ failed"
+}
+
+if [ -f "$__xr_libdir/xen-hotplug-common.sh" ] && [ -f "$__xr_libdir/xen-network-common.sh" ]; then
+  . "$__xr_libdir/xen-hotplug-common.sh"
+  . "$__xr_libdir/xen-network-common.sh"
+else
+  set -e
+fi
+
+fatal() {
+  printf '%s' "$*" > "$__xr_errfile"
+  log err "$@"
+  exit 1
+}
+sigerr() {
+  fatal "$0 failed; error detected."
+}
+trap sigerr ERR
+
+while [ ${#__xr_vars[@]} -ge 2 ]; do
+  printf -v "${__xr_vars[0]}" '%s' "${__xr_vars[1]}"
+  __xr_vars=("${__xr_vars[@]:2}")
+done
+unset __xr_vars
+
+call_hooks() {
+  for f in "$__xr_hookdir"/*.hook; do
+    if [ -x "$f" ]; then . "$f"; fi
+  done
+}
+call_hooks "${__xr_callargs[@]}"
+'''
+
+
+def executable_hooks(directory):
+    """The hooks call_hooks would source: executable *.hook files, byte order."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    paths = [os.path.join(directory, n) for n in names if n.endswith(".hook")]
+    return [p for p in paths if os.access(p, os.X_OK) and not os.path.isdir(p)]
+
+
+def _kill_group(proc):
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+class Run(Step):
+    type_name = "hooks.run"
+    summary = ("source the executable *.hook snippets of a directory in bash, with the "
+               "variables and helpers the original scripts gave them (call_hooks vif post)")
+    properties = {
+        "dir": {"type": "string", "minLength": 1,
+                "description": "hook directory (the originals: /etc/xen/scripts/vif-post.d)"},
+        "devtype": {"type": "string", "description": "$1 in the hooks (default vif)"},
+        "hook": {"type": "string", "description": "$2 in the hooks (default post)"},
+        "vars": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                 "additionalProperties": {"type": ["string", "integer"]},
+                 "description": "shell variables the hooks see, name: value "
+                                "(command, dev, vif, bridge, ip, XENBUS_PATH...)"},
+        "scripts_dir": {"type": "string",
+                        "description": "where $0 lives and the originals' helper libraries "
+                                       "are sourced from (default XENRULES_SCRIPTS_DIR, "
+                                       "/etc/xen/scripts)"},
+        "timeout": {"type": "integer", "minimum": 1,
+                    "description": "seconds the hooks may take together (default 30)"},
+    }
+    required = ("dir",)
+
+    def argv(self, runtime, errfile):
+        scripts_dir = self.args.get("scripts_dir") or runtime.config.scripts_dir
+        argv0 = os.path.join(scripts_dir, runtime.event.script)
+        argv = ["/bin/bash", "-c", PRELUDE, argv0, errfile, self.args["dir"], scripts_dir,
+                str(self.args.get("devtype", "vif")), str(self.args.get("hook", "post"))]
+        for name, value in (self.args.get("vars") or {}).items():
+            if not VAR_NAME.fullmatch(name):
+                raise StepError(f"invalid hook variable name {name!r}")
+            argv += [name, str(value)]
+        return argv
+
+    def apply(self, runtime):
+        hooks = executable_hooks(self.args["dir"])
+        if not hooks:
+            runtime.log("debug", f"no executable hooks in {self.args['dir']}")
+            return
+        import subprocess   # only events with hooks pay for it
+        import tempfile
+        timeout = int(self.args.get("timeout", 30))
+        # Output goes to files, not pipes: a hook may leave a daemon behind
+        # holding them, and only bash's exit is waited for (as libxl does).
+        with tempfile.NamedTemporaryFile(prefix="xenrules-hook-", mode="r") as errfile, \
+                tempfile.TemporaryFile(mode="w+", errors="replace") as out, \
+                tempfile.TemporaryFile(mode="w+", errors="replace") as err:
+            argv = self.argv(runtime, errfile.name)
+            runtime.log("debug", "sourcing " + " ".join(hooks))
+            # its own process group, so that a timeout stops what the hooks started too
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    env=dict(runtime.event.env), start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise StepError(f"hooks in {self.args['dir']} did not finish in {timeout} s") from None
+            message = errfile.read().strip()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        for stream, text in (("stdout", stdout), ("stderr", stderr)):
+            if text.strip():
+                runtime.log("debug", f"hooks {stream}: {text.strip()}")
+        if proc.returncode != 0:
+            if not message:
+                tail = stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+                message = f"a hook in {self.args['dir']} failed: {tail[0]}"
+            raise StepError(message)
+
+    def describe(self):
+        names = ", ".join(sorted(self.args.get("vars") or {}))
+        return f"source executable {self.args['dir']}/*.hook with {names or 'no variables'}"

@@ -1,0 +1,125 @@
+"""Open vSwitch steps: put a vif on an OVS bridge, take it off (vif-openvswitch).
+
+Both run ovs-vsctl with an argv list, like the original, so that the switch
+is found the same way: --db is not given unless the rule says so, and
+ovs-vsctl then uses unix:$OVS_RUNDIR/db.sock (default
+/var/run/openvswitch/db.sock). Without --no-wait, ovs-vsctl waits until
+ovs-vswitchd has applied the change, as the original does.
+"""
+import re
+
+from ..errors import StepError
+from .base import Step
+from .netlink import IFNAME, checked_name
+
+# vif-openvswitch's bash regex: bridge[.vlan][:trunk[:trunk...]]
+BRIDGE_SPEC = re.compile(r"([^.:]+)(?:\.([0-9]+))?(?::([0-9]+(?::[0-9]+)*))?")
+ID_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+TIMEOUT = {"type": "integer", "minimum": 1,
+           "description": "seconds ovs-vsctl may take (its --timeout; the original uses 30)"}
+DB = {"type": "string",
+      "description": "ovsdb connection (ovs-vsctl --db); empty: ovs-vsctl's default, "
+                     "unix:$OVS_RUNDIR/db.sock"}
+
+
+def parse_bridge(spec):
+    """'br[.vlan][:trunk:trunk]' -> (bridge, tag, trunks) with tag/trunks '' when absent
+    and trunks comma-separated, as vif-openvswitch parses it."""
+    found = BRIDGE_SPEC.fullmatch(spec or "")
+    if not found:
+        raise StepError("No valid bridge was specified")
+    bridge, tag, trunks = found.groups()
+    return bridge, tag or "", (trunks or "").replace(":", ",")
+
+
+def ovs_string(value):
+    """An ovsdb string literal: double quotes, backslash escapes (ovs-vsctl
+    reads it as a JSON string), so spaces, quotes and commas stay data."""
+    import json
+    return json.dumps(value, ensure_ascii=False)
+
+
+def vsctl(runtime, args, timeout, db=""):
+    """Run ovs-vsctl --timeout=T [--db=DB] ARGS...; StepError with its message on failure."""
+    import subprocess   # only OVS events pay for it
+    argv = ["ovs-vsctl", f"--timeout={int(timeout)}"] + ([f"--db={db}"] if db else []) + args
+    runtime.log("debug", "running " + " ".join(argv))
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=int(timeout) + 5)
+    except FileNotFoundError:
+        raise StepError("Unable to find ovs-vsctl tool") from None
+    except subprocess.TimeoutExpired:
+        raise StepError(f"{' '.join(argv)} did not finish in {int(timeout) + 5} s") from None
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+        raise StepError(f"{' '.join(argv)} failed: {reason}")
+    return done.stdout
+
+
+class AddPort(Step):
+    type_name = "ovs.add_port"
+    summary = ("add a device to an OVS bridge given as bridge[.vlan][:trunk...], replacing any "
+               "port of that name, with tag, trunks and external-ids")
+    properties = {
+        "bridge": {"type": "string",
+                   "description": "bridge[.vlan][:trunk[:trunk...]], e.g. xenbr0.10:20:30"},
+        "dev": dict(IFNAME, description="the device to add (becomes the port's name)"),
+        "external_ids": {"type": "object", "additionalProperties": {"type": ["string", "integer"]},
+                         "description": "interface external-ids to set, key: value "
+                                        "(xen-vm-name, xen-vm-uuid, attached-mac)"},
+        "timeout": TIMEOUT,
+        "db": DB,
+    }
+    required = ("bridge", "dev")
+
+    def plan(self):
+        bridge, tag, trunks = parse_bridge(self.args["bridge"])
+        dev = checked_name(self.args["dev"])
+        ids = self.args.get("external_ids") or {}
+        for key in ids:
+            if not ID_KEY.fullmatch(key):
+                raise StepError(f"invalid external-ids key {key!r}")
+        return bridge, tag, trunks, dev, ids
+
+    def apply(self, runtime):
+        bridge, tag, trunks, dev, ids = self.plan()
+        args = ["--", "--if-exists", "del-port", dev, "--", "add-port", bridge, dev]
+        args += [f"tag={tag}"] * bool(tag) + [f"trunks={trunks}"] * bool(trunks)
+        if ids:
+            args += ["--", "set", "interface", dev]
+            args += [f"external-ids:{k}={ovs_string(str(v))}" for k, v in ids.items()]
+        vsctl(runtime, args, self.args.get("timeout", 30), self.args.get("db", ""))
+        self.added = dev
+
+    def revert(self, runtime):
+        if getattr(self, "added", None):
+            vsctl(runtime, ["--", "--if-exists", "del-port", self.added],
+                  self.args.get("timeout", 30), self.args.get("db", ""))
+
+    def describe(self):
+        try:
+            bridge, tag, trunks, dev, ids = self.plan()
+        except StepError as e:
+            return f"add {self.args['dev']} to OVS bridge {self.args['bridge']!r}: {e}"
+        extra = (f" tag={tag}" if tag else "") + (f" trunks={trunks}" if trunks else "")
+        shown = " ".join(f"{k}={v!r}" for k, v in ids.items())
+        return f"add {dev} to OVS bridge {bridge}{extra}" + (f" external-ids {shown}" if shown else "")
+
+
+class DelPort(Step):
+    type_name = "ovs.del_port"
+    summary = "remove a device's port from whatever OVS bridge has it (nothing if none has)"
+    properties = {"dev": dict(IFNAME, description="the port to remove"),
+                  "timeout": TIMEOUT, "db": DB}
+    required = ("dev",)
+
+    # No revert: a removed port's settings are not kept, and teardown errors
+    # are ignored by the toolstack anyway.
+    def apply(self, runtime):
+        dev = checked_name(self.args["dev"])
+        vsctl(runtime, ["--", "--if-exists", "del-port", dev], self.args.get("timeout", 30),
+              self.args.get("db", ""))
+
+    def describe(self):
+        return f"remove port {self.args['dev']} from its OVS bridge (if any)"
