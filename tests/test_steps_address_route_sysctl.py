@@ -45,7 +45,8 @@ def test_parse_cidr_accepts_addresses_with_or_without_prefix(text, expected):
 
 
 @pytest.mark.parametrize("text", ["10.0.0", "10.0.0.5/33", "2001:db8::/129", "10.0.0.5/", "x/24",
-                                  "10.0.0.5/-1", "default", ""])
+                                  "10.0.0.5/-1", "default", "", "10.0.0.5/\u00b2",
+                                  "10.0.0.5/\u0663", "fe80::1%eth0"])
 def test_parse_cidr_rejects_anything_else(text):
     with pytest.raises(StepError):
         parse_cidr(text)
@@ -221,7 +222,8 @@ def test_route_add_makes_one_route_per_destination_like_ip_route_add(ev, dom0, d
     ("10.0.0.5 2001:db8::5", "192.0.2.1", "2", "not of the family of 2001:db8::5"),
     ("10.0.0.5", "192.0.2.1/24", "2", "invalid source address"),
     ("10.0.0.5", "192.0.2.1", "two", "invalid metric"),
-], ids=["bad-destination", "family-mismatch", "bad-src", "bad-metric"])
+    ("10.0.0.5", "192.0.2.1", "\u00b2", "invalid metric"),    # isdigit() but not int()
+], ids=["bad-destination", "family-mismatch", "bad-src", "bad-metric", "non-ascii-metric"])
 def test_route_add_checks_every_argument_before_adding_any_route(ev, dom0, dom0_ip, xs_server,
                                                                  to, src, metric, message):
     ev.steps('- route.add: {dev: "{vif}", to: "%s", src: "%s", metric: "%s"}\n' % (to, src, metric))

@@ -313,7 +313,8 @@ def test_remove_interface_revert(runtime, tmp_path):
     assert f.read_text() == 'INTERFACES="vif1.0 "\n'
 
 
-@pytest.mark.parametrize("dev", ['vif1.0"', "a b", "../x", ""])
+@pytest.mark.parametrize("dev", ['vif1.0"', "a b", "../x", "", "$(reboot)", "a`id`", "a\\b",
+                                 "x;y", "x#y"])
 def test_interface_names_that_would_break_the_file_are_refused(runtime, tmp_path, dev):
     f = write(tmp_path / "defaults", DEFAULTS)
     with pytest.raises(StepError, match="invalid"):
@@ -352,6 +353,13 @@ def test_restart_that_hangs_is_killed_after_the_timeout(runtime, tmp_path):
     init = script(tmp_path, "exec sleep 600\n")
     with pytest.raises(StepError, match="did not finish in 1 s"):
         step("dhcpd.restart", command=f"{init} restart", timeout=1).apply(runtime)
+
+
+@pytest.mark.parametrize("timeout", ["0", "x", "-1", "\u00b2"])
+def test_restart_refuses_a_bad_timeout(runtime, tmp_path, timeout):
+    init = script(tmp_path, "exit 0\n")
+    with pytest.raises(StepError, match="invalid timeout"):
+        step("dhcpd.restart", command=f"{init} restart", timeout=timeout).apply(runtime)
 
 
 @pytest.mark.parametrize("command", ["", "   ", "'unclosed"])

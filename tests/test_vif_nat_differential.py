@@ -16,6 +16,8 @@ import subprocess
 import pytest
 
 from differential import Event, Scenario, comparable, compare_scenario, explain
+from test_vif_route_differential import settled_snapshots  # noqa: F401 (autouse)
+from test_firewall import upstream_originals  # noqa: F401 (fixture)
 from xenrules.sandbox.dhcp import (SAMPLE_CONF, SAMPLE_DHCP3_DEFAULTS, SAMPLE_ISC_DEFAULTS,
                                    DhcpDom0)
 
@@ -511,6 +513,31 @@ def test_removing_dom1_keeps_dom10s_entry(factory, originals):
     assert_same(orig, xr)
 
 
+# Intended difference: the original's `sed "s/vif1.0 //"` edits every line of
+# the defaults file, comments included; xenrules edits only the KEY= lines.
+def test_only_the_interface_list_lines_are_edited(factory, originals):
+    args = '# vif1.0 and vif2.0 are guests\nINTERFACES=""\n'
+    orig, xr = run(factory, [ev("online", **DHCP), ev("offline", **DHCP)], vif(),
+                   dhcp_files(args=args))
+    assert exits(orig) == exits(xr) == [0, 0]
+    assert content(orig, ARGS) == '# and vif2.0 are guests\nINTERFACES=""\n'
+    assert content(xr, ARGS) == args
+    for st in (orig, xr):
+        st["dhcp"][ARGS] = None
+    assert_same(orig, xr)
+
+
+# Not a difference: a host declared over several lines loses only its first
+# line (`host dom1 {`), in the original and in xenrules alike.
+def test_host_declared_over_several_lines_loses_its_first_line_only(factory, originals):
+    conf = SAMPLE_CONF + "host dom1 {\n  hardware ethernet 00:16:3e:00:01:00;\n}\n"
+    orig, xr = run(factory, [ev("online", **DHCP), ev("offline", **DHCP)], vif(),
+                   dhcp_files(conf=conf))
+    assert exits(orig) == [0, 0]
+    assert content(orig, CONF) == SAMPLE_CONF + "  hardware ethernet 00:16:3e:00:01:00;\n}\n"
+    assert_same(orig, xr)
+
+
 # Intended difference: `INTERFACES="eth0"` becomes "eth0vif1.0 " in the
 # original (no separator); xenrules writes "eth0 vif1.0" and offline gives
 # back "eth0".
@@ -563,3 +590,83 @@ def test_router_address_that_is_no_address_fails(factory, originals):
         assert st["links"]["vif1.0"]["addresses"] == []
         st["links"]["vif1.0"].update(up=None, operstate=None)
     assert_same(orig, xr, mask_xenstore=(BACK + "/hotplug-error",))
+
+
+# -- the firewall and the vif-post.d hooks (vif-common.sh, xen-hotplug-common.sh) --
+
+# vif-nat's own variables, which its hooks see besides vif-common.sh's
+NAT_HOOK = ('for __n in vifid router_ip vif_ip hostname dhcp dhcpd_conf_file dhcpd_init_file '
+            'dhcpd_arg_file; do\n'
+            '  xenstore-write "$XENBUS_PATH/xr-hook/nat-$__n" "$(declare -p $__n 2>/dev/null || echo unset)"\n'
+            'done\n')
+
+
+# Intended difference: with dhcp off the original leaves its dhcpd_*_file
+# variables unset; xenrules' hooks see them set and empty (hooks.run sets
+# every variable it is given).
+DHCP_OFF_HOOK_VARS = tuple(BACK + "/xr-hook/nat-dhcpd_%s_file" % n for n in ("conf", "init", "arg"))
+
+
+def with_hooks(factory, events, tmp_path, originals, *setups, hooks=None):
+    from test_hooks import RECORDER, compare_with_hooks
+    hooks = hooks or {"10-record.hook": RECORDER, "20-nat.hook": NAT_HOOK}
+    return compare_with_hooks(factory, Scenario("vif-nat-hooks", events, setup=steps(*setups)),
+                              hooks, tmp_path, originals)
+
+
+@pytest.mark.parametrize("actions", [["online"], ["online", "offline"]], ids=["online", "online-offline"])
+def test_hooks_see_the_same_variables_as_the_originals(factory, originals, tmp_path, actions):
+    from test_hooks import recorded
+    orig, xr = with_hooks(factory, [ev(a, **DHCP) for a in actions], tmp_path, originals,
+                          vif(), dhcp_files())
+    assert exits(orig) == [0] * len(actions)
+    seen = recorded(orig)
+    assert seen["runs"] == str(len(actions))
+    assert seen["var-ip"] == 'declare -- ip="10.0.1.1/16"'       # the derived address
+    assert seen["var-domid"] == 'declare -- domid="1"'
+    assert seen["nat-router_ip"] == 'declare -- router_ip="10.0.1.128"'
+    assert seen["nat-dhcpd_conf_file"] == 'declare -- dhcpd_conf_file="%s"' % CONF
+    assert seen["args"].endswith("/vif-nat vif post")
+    assert_same(orig, xr)
+
+
+def test_hooks_with_dhcp_off(factory, originals, tmp_path):
+    from test_hooks import recorded
+    orig, xr = with_hooks(factory, [ev("online")], tmp_path, originals, vif())
+    assert exits(orig) == [0]
+    o, x = recorded(orig), recorded(xr)
+    for name in ("dhcpd_conf_file", "dhcpd_init_file", "dhcpd_arg_file"):
+        assert o["nat-" + name] == "unset"
+        assert x["nat-" + name] == 'declare -- %s=""' % name
+    assert o["nat-dhcp"] == x["nat-dhcp"] == 'declare -- dhcp="no"'
+    assert_same(orig, xr, drop_xenstore=DHCP_OFF_HOOK_VARS)
+
+
+def test_no_hooks_for_an_already_routed_vif(factory, originals, tmp_path):
+    from test_hooks import recorded
+    orig, xr = with_hooks(factory, [ev("online"), ev("online")], tmp_path, originals, vif())
+    assert exits(orig) == [0, 0]
+    assert recorded(orig)["runs"] == "1"
+    assert_same(orig, xr, drop_xenstore=DHCP_OFF_HOOK_VARS)
+
+
+def test_hooks_of_a_tap(factory, originals, tmp_path):
+    from test_hooks import recorded
+    orig, xr = with_hooks(factory, [ev("add"), ev("remove")], tmp_path, originals, vif(), with_tap)
+    assert exits(orig) == [0, 0]
+    seen = recorded(orig)
+    assert seen["runs"] == "2"
+    assert seen["var-dev"] == 'declare -- dev="vif1.0-emu"'
+    assert seen["var-devid"] == 'declare -- devid="0"'
+    assert_same(orig, xr, drop_xenstore=DHCP_OFF_HOOK_VARS)
+
+
+@pytest.mark.parametrize("actions", [["online"], ["online", "offline"], ["add", "remove"]],
+                         ids=["online", "online-offline", "tap"])
+def test_firewall_switched_on_is_upstreams_handle_iptable(factory, upstream_originals, actions):
+    on = {"XENRULES_FIREWALL": "on"}
+    orig, xr = run(factory, [ev(a, **on) for a in actions], vif(), with_tap)
+    assert exits(orig) == [0] * len(actions)
+    rules = [line for line in orig["firewall"] if "-A FORWARD" in line]
+    assert len(rules) == (4 if len(actions) == 1 else 0)
+    assert_same(orig, xr)

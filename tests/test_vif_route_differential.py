@@ -15,6 +15,8 @@ import pytest
 from events import wait_for
 from differential import (Event, Scenario, comparable, compare_scenario, explain, offline,
                           online, tap_add, tap_remove)
+from xenrules.sandbox.dom0 import SimulatedDom0
+from test_firewall import upstream_originals  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.netns
 
@@ -22,6 +24,40 @@ SCRIPT = "vif-route"
 BACK = "/local/domain/0/backend/vif/1/0"
 DOM0_IP = "192.0.2.1"
 PROXY_ARP = "net.ipv4.conf.%s.proxy_arp"
+
+
+def link_states_settled(dom0):
+    """True once the kernel has derived every veth's operstate from its flags.
+
+    linkwatch computes operstate asynchronously (up to a second late on a
+    busy machine): a snapshot taken right after an event may still show
+    UNKNOWN where the flags already say UP without carrier. Waiting for it
+    hides no difference: the flags themselves are compared."""
+    for link in dom0.ip_json("-d", "link", "show"):
+        if (link.get("linkinfo") or {}).get("info_kind") != "veth":
+            continue
+        flags = link.get("flags", [])
+        if "UP" not in flags:
+            want = ("DOWN",)
+        elif "LOWER_UP" in flags:
+            want = ("UP",)
+        else:
+            want = ("LOWERLAYERDOWN", "DOWN")
+        if link.get("operstate") not in want:
+            return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def settled_snapshots(monkeypatch):
+    """Every SimulatedDom0.state() of the test first waits for link_states_settled
+    (if they never settle, the snapshot is taken anyway and the comparison shows it)."""
+    real_state = SimulatedDom0.state
+
+    def state(self, xenstore=True):
+        wait_for(lambda: link_states_settled(self), timeout=10)
+        return real_state(self, xenstore)
+    monkeypatch.setattr(SimulatedDom0, "state", state)
 
 
 def add_uplink(dom0, name="eth0", cidr=DOM0_IP + "/24", n=1):
@@ -317,4 +353,84 @@ def test_stale_address_on_the_vif_is_kept_beside_the_32(dom0_factory, originals)
     for st in (orig, xr):
         st["links"]["vif1.0"]["addresses"] = [DOM0_IP + "/32"]
         st["routes"] = [r for r in st["routes"] if "198.51.100.0/24" not in r]
+    assert_same(orig, xr)
+
+
+# -- the firewall and the vif-post.d hooks (vif-common.sh, xen-hotplug-common.sh) --
+
+# vif-route's own variables, which its hooks see besides vif-common.sh's
+ROUTE_HOOK = ('for __n in main_ip ipcmd cmdprefix metric; do\n'
+              '  xenstore-write "$XENBUS_PATH/xr-hook/route-$__n" "$(declare -p $__n 2>/dev/null || echo unset)"\n'
+              'done\n')
+
+
+@pytest.mark.parametrize("events", [[up()], [up(), down()]], ids=["online", "online-offline"])
+def test_hooks_see_the_same_variables_as_the_originals(dom0_factory, originals, tmp_path, events):
+    from test_hooks import RECORDER, compare_with_hooks, recorded
+    orig, xr = compare_with_hooks(dom0_factory, scenario("hooks", events),
+                                  {"10-record.hook": RECORDER, "20-route.hook": ROUTE_HOOK},
+                                  tmp_path, originals)
+    assert exits(orig) == [0] * len(events)
+    seen = recorded(orig)
+    assert seen["runs"] == str(len(events))
+    assert seen["var-dev"] == 'declare -- dev="vif1.0"'
+    assert seen["var-ip"] == 'declare -- ip="10.0.0.5"'
+    assert seen["args"].endswith("/vif-route vif post")
+    assert seen["route-main_ip"] == 'declare -- main_ip="%s"' % DOM0_IP
+    assert seen["route-ipcmd"] == 'declare -- ipcmd="%s"' % ("add" if len(events) == 1 else "del")
+    assert_same(orig, xr)
+
+
+def test_hooks_of_a_tap_see_domid_and_devid(dom0_factory, originals, tmp_path):
+    from test_hooks import RECORDER, compare_with_hooks, recorded
+
+    def setup(d):
+        routed_dom0()(d)
+        d.add_tap(1, 0)
+    sc = scenario("hooks-tap", [tap_add(script=SCRIPT), tap_remove(script=SCRIPT)], setup)
+    orig, xr = compare_with_hooks(dom0_factory, sc,
+                                  {"10-record.hook": RECORDER, "20-route.hook": ROUTE_HOOK},
+                                  tmp_path, originals)
+    assert exits(orig) == [0, 0]
+    seen = recorded(orig)
+    assert seen["runs"] == "2"
+    assert seen["var-dev"] == 'declare -- dev="vif1.0-emu"'
+    assert seen["var-domid"] == 'declare -- domid="1"'
+    assert seen["route-metric"] == 'declare -- metric="1"'
+    assert_same(orig, xr)
+
+
+def test_a_failing_hook_fails_online_and_xenrules_reverts_it(dom0_factory, originals, tmp_path):
+    # Intended difference (docs/rules/hooks-and-firewall.md): xenrules reverts
+    # the event; the original leaves the vif configured.
+    from test_hooks import compare_with_hooks
+    orig, xr = compare_with_hooks(dom0_factory, scenario("hook-fatal", [up()]),
+                                  {"10-fail.hook": 'fatal "no routing for $dev"\n'},
+                                  tmp_path, originals)
+    assert exits(orig) == exits(xr) == [1]
+    for st in (orig, xr):
+        assert st["xenstore"][BACK + "/hotplug-status"] == "error"
+        assert st["xenstore"][BACK + "/hotplug-error"] == "no routing for vif1.0"
+    assert vif_routes(orig) == {"10.0.0.5": (2, DOM0_IP)}
+    assert vif_routes(xr) == {} and xr["links"]["vif1.0"]["addresses"] == []
+
+
+@pytest.mark.parametrize("events", [[up(env={"XENRULES_FIREWALL": "on"})],
+                                    [up(env={"XENRULES_FIREWALL": "on"}),
+                                     down(env={"XENRULES_FIREWALL": "on"})]],
+                         ids=["online", "online-offline"])
+def test_firewall_switched_on_is_upstreams_handle_iptable(dom0_factory, upstream_originals,
+                                                          events):
+    orig, xr = compare_scenario(dom0_factory, scenario("firewall", events,
+                                                       routed_dom0(ip="10.0.0.5 10.0.1.0/24")))
+    assert exits(orig) == [0] * len(events)
+    rules = [line for line in orig["firewall"] if "-A FORWARD" in line]
+    assert len(rules) == (6 if len(events) == 1 else 0)
+    assert all("vif1.0" in line for line in rules)
+    assert_same(orig, xr)
+
+
+def test_firewall_is_off_by_default_like_debian(dom0_factory, originals):
+    orig, xr = compare_scenario(dom0_factory, scenario("no-firewall", [up()]))
+    assert [line for line in xr["firewall"] if "-A FORWARD" in line] == []
     assert_same(orig, xr)

@@ -41,6 +41,11 @@ def kernel_call(what, fn, *args, **kwargs):
         raise StepError(f"{what} failed: {reason}") from e
 
 
+def is_decimal(text):
+    """ASCII digits only: str.isdigit() also takes '²' or '٣', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_cidr(text, what="address"):
     """'ADDR[/LEN]' -> (ipaddress address, prefixlen). Host bits may be set
     (an interface address), the prefix must fit the family."""
@@ -50,9 +55,12 @@ def parse_cidr(text, what="address"):
         addr = ipaddress.ip_address(addr_text)
     except ValueError:
         raise StepError(f"invalid {what} {text!r}") from None
+    if getattr(addr, "scope_id", None):
+        # fe80::1%eth0: Python takes the zone, netlink and iproute2 do not
+        raise StepError(f"invalid {what} {text!r}")
     if not slash:
         return addr, addr.max_prefixlen
-    if not plen_text.isdigit() or int(plen_text) > addr.max_prefixlen:
+    if not is_decimal(plen_text) or int(plen_text) > addr.max_prefixlen:
         raise StepError(f"invalid prefix length in {what} {text!r}")
     return addr, int(plen_text)
 

@@ -26,7 +26,11 @@ DEFAULT_KEYS = "DHCPDARGS DHCPD_INTERFACE INTERFACES INTERFACESv4"
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
-_IFNAME = re.compile(r"[^\s/\"'#\\]{1,15}")
+# The defaults file is sourced by the init script's shell: an interface name
+# may hold only characters that are plain text inside "..." there (not $, `
+# or backslash, which would expand) and none that would end the value
+# (quote, blank, #).
+_IFNAME = re.compile(r"[A-Za-z0-9_.@+=%,-]{1,15}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -261,7 +265,8 @@ def _keys(args):
 
 
 KEYS = {"type": "string", "description": f"the variables holding interface lists (default {DEFAULT_KEYS})"}
-DEV = {"type": "string", "description": "interface name"}
+DEV = {"type": "string",
+       "description": "interface name (ASCII letters, digits, _.@+=%,- only: the file is sourced by a shell)"}
 
 
 class AddInterface(_FileEdit):
@@ -320,7 +325,7 @@ class Restart(Step):
 
     def timeout(self):
         text = str(self.args.get("timeout") or "30").strip()
-        if not text.isdigit() or int(text) == 0:
+        if not (text.isascii() and text.isdigit()) or int(text) == 0:
             raise StepError(f"invalid timeout {text!r}")
         return int(text)
 

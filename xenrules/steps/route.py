@@ -7,7 +7,7 @@ protocol boot, table main, scope link for IPv4 (universe for IPv6).
 """
 from .. import netinfo
 from ..errors import StepError
-from .address import error_code, family, kernel_call, netlink_errors, parse_cidr
+from .address import error_code, family, is_decimal, kernel_call, netlink_errors, parse_cidr
 from .base import Step
 from .netlink import IFNAME, checked_name, index
 
@@ -43,7 +43,7 @@ class _Routes(Step):
                 raise StepError(f"invalid source address {src!r}")
             src_addr = parse_cidr(src, "source address")[0]
         metric = str(self.args.get("metric", "")).strip()
-        if metric and (not metric.isdigit() or int(metric) > 0xFFFFFFFF):
+        if metric and (not is_decimal(metric) or int(metric) > 0xFFFFFFFF):
             raise StepError(f"invalid metric {metric!r}")
         return src_addr, int(metric) if metric else None
 
