@@ -386,10 +386,34 @@ class SimulatedDom0:
         """{name: link dict from `ip -j -d link show`} (lo included)."""
         return {l["ifname"]: l for l in self.ip_json("-d", "link", "show")}
 
+    def _links_settled(self, links):
+        # linkwatch derives a veth's operstate from its flags asynchronously
+        # (up to a second late on a busy machine). Waiting for it hides no
+        # difference: the flags themselves are compared.
+        for link in links:
+            if (link.get("linkinfo") or {}).get("info_kind") != "veth":
+                continue
+            flags = link.get("flags", [])
+            if "UP" not in flags:
+                want = ("DOWN",)
+            elif "LOWER_UP" in flags:
+                want = ("UP",)
+            else:
+                want = ("LOWERLAYERDOWN", "DOWN")
+            if link.get("operstate") not in want:
+                return False
+        return True
+
     def state(self, xenstore=True):
         """A deterministic, diff-friendly picture of the dom0: links (not lo),
-        bridges, routes and (optionally) the whole xenstore."""
+        bridges, routes and (optionally) the whole xenstore. It first waits
+        (up to 10 s) for link operstates to settle, then takes the picture
+        anyway: a state that never settles shows up as a difference."""
+        deadline = time.monotonic() + 10
         links = self.ip_json("-d", "link", "show")
+        while not self._links_settled(links) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            links = self.ip_json("-d", "link", "show")
         addrs = {a["ifname"]: a for a in self.ip_json("addr", "show")}
         out_links = {}
         bridges = {}
