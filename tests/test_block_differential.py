@@ -10,14 +10,22 @@ offset, size limit, autoclear, partition scan, direct I/O, name).
 Loop devices are global: each side gets whatever number is free, so device
 names and numbers are replaced by what they stand for ("<loop on disk.img>",
 "<phy>") before comparing. Intended differences are named where they occur:
-- a file image already loop-attached and in use by another guest: the
-  original's check compares `stat -c %D` (hex) with losetup -a's decimal
-  device number, never finds the loop device, and lets the guest share the
-  image read-write; xenrules finds it and refuses (busy), as block-common.sh
-  means to;
+- a file image already loop-attached and in use by another guest, or
+  loop-mounted in dom0: the original's check compares `stat -c %D` (hex)
+  with losetup -a's decimal device number, never finds the loop device, and
+  lets the guest have the image read-write; xenrules finds it and refuses
+  (busy), as block-common.sh means to;
 - params that is neither a block device nor a regular file (missing image):
   the original writes hotplug-status=connected and exits 1 with no
-  hotplug-error; xenrules reports "... does not exist." (hotplug-status=error).
+  hotplug-error; xenrules reports "... does not exist." (hotplug-status=error);
+- a second `remove` once the freed loop device backs another image: the
+  original's `losetup -d $node` detaches that other disk; xenrules sees the
+  device no longer backs the vbd's image and refuses (error), leaving it;
+- a `type` with '/' or '..': the original would look for
+  ${XEN_SCRIPT_DIR}/block-<type> outside its directory; xenrules refuses
+  the event (error) instead of handing it over;
+- messages of failed reads (the original's ERR trap overwrites them), see
+  mask_err_trap_message.
 """
 
 import os
@@ -70,8 +78,8 @@ class Side:
         os.symlink(os.path.join(REPO_ROOT, "rules.d", "50-block.yaml"),
                    os.path.join(self.rules, "50-block.yaml"))
 
-    def attach(self, image, placeholder, read_only=False):
-        dev = self.images.attach(image, read_only)
+    def attach(self, image, placeholder, read_only=False, dev=None):
+        dev = self.images.attach(image, read_only, dev)
         self.names[dev] = placeholder
         return dev
 
@@ -128,15 +136,18 @@ class Side:
                           for e in loops]}
 
 
-def compare(sides, setup, events, fallback=False):
-    """Run events (action, domid, devid) on both sides after setup(side).
+def compare(sides, setup, events, fallback=False, between=None):
+    """Run events (action, domid, devid) on both sides after setup(side);
+    between: {i: callable(side)} runs before event i.
     Returns (original, xenrules): per event, exit status and end state."""
     out = {}
     for runner in ("original", "xenrules"):
         side = sides()
         setup(side)
         steps = []
-        for action, domid, devid in events:
+        for i, (action, domid, devid) in enumerate(events):
+            if between and i in between:
+                between[i](side)
             proc = side.run(runner, action, domid, devid, fallback=fallback)
             st = side.state()
             st["exit"] = proc.returncode
@@ -477,3 +488,100 @@ def test_other_type_is_handed_to_the_original(sides, originals):
     # installed; whatever it is, xenrules must have done the same by running it
     assert "type dummy is not phy or file: running the original" in xr[0]["output"]
     assert_same(orig, xr)
+
+
+def test_mode_w_bang_on_a_read_only_image_attaches_it_read_write(sides, originals):
+    # `!` skips the writable check as well as the sharing check
+    orig, xr = compare(sides, file_vbd("w!", image_mode=0o444), [ADD, REMOVE])
+    assert exits(orig) == [0, 0], outputs(orig)
+    assert [e["ro"] for e in orig[0]["loops"]] == [False]
+    assert_same(orig, xr)
+
+
+def test_a_target_that_is_no_domid_names_no_domain(sides, originals):
+    """`target` values that are no domid: the bash's reads of
+    /local/domain/<junk>/vm fail and it takes the defaults; so must xenrules
+    (never asking xenstore for a path made of junk)."""
+    def setup(side):
+        shared_phy("w", "w", "other")(side)
+        side.dom0.xs_write("/local/domain/1/target", "1 2")
+        side.dom0.xs_write("/local/domain/2/target", "no domid")
+    orig, xr = compare(sides, setup, [ADD, REMOVE])
+    assert exits(orig) == [1, 0], outputs(orig)
+    assert orig[0]["xenstore"][BACK + "/hotplug-status"] == "busy"
+    assert_same(orig, xr)
+
+
+def test_second_remove_after_the_device_was_reused_is_an_intended_difference(sides, originals):
+    """add, remove; the freed loop device then goes to another image (another
+    guest's disk); remove runs again. The original detaches the other disk;
+    xenrules refuses and leaves it."""
+    def reuse(side):
+        # take the very device `node` names, before anyone else can: the
+        # original must never detach a device of another test
+        node = side.dom0.xs_read(BACK + "/node")
+        side.images.make("other.img")
+        try:
+            side.attach("other.img", "<other loop>", dev=node)
+        except OSError as e:
+            pytest.fail("%s was taken by another process before the test could: %s" % (node, e))
+    orig, xr = compare(sides, file_vbd("w"), [ADD, REMOVE, REMOVE], between={2: reuse})
+    assert exits(orig) == [0, 0, 0], outputs(orig)
+    assert orig[2]["loops"] == []          # the other image's device is gone
+    assert exits(xr) == [0, 0, 1], outputs(xr)
+    assert xr[2]["xenstore"][BACK + "/hotplug-status"] == "error"
+    assert xr[2]["xenstore"][BACK + "/hotplug-error"] == (
+        "<other loop> is not attached to <images>/disk.img but to <images>/other.img: "
+        "not detaching it")
+    assert [(e["dev"], e["back_file"]) for e in xr[2]["loops"]] == [
+        ("<other loop>", "<images>/other.img")]
+    assert_same(orig[:2], xr[:2])
+    for st in (orig[2], xr[2]):
+        for key in ("hotplug-status", "hotplug-error"):
+            st["xenstore"].pop(BACK + "/" + key, None)
+    assert orig[2]["xenstore"] == xr[2]["xenstore"]
+
+
+@pytest.mark.parametrize("kind", ["../../../../tmp/xr-none", ".."])
+def test_a_type_with_a_path_is_an_intended_difference(sides, originals, kind):
+    def setup(side):
+        side.images.make("disk.img")
+        vbd.add_vbd(side.dom0, DOMID, DEVID, params="dummy:" + side.path("disk.img"),
+                    type=kind, mode="w")
+    orig, xr = compare(sides, setup, [ADD, REMOVE], fallback=True)
+    # the original: params is no device or file -> `success`, then no
+    # executable block-<type> -> exit 1; remove does nothing
+    assert exits(orig) == [1, 0], outputs(orig)
+    assert orig[0]["xenstore"][BACK + "/hotplug-status"] == "connected"
+    assert exits(xr) == [1, 1], outputs(xr)
+    for st in xr:
+        assert st["xenstore"][BACK + "/hotplug-status"] == "error"
+        assert st["xenstore"][BACK + "/hotplug-error"] == (
+            "refusing block type %r: block-<type> must name a script in the scripts directory"
+            % kind)
+    for st in orig + xr:
+        for key in ("hotplug-status", "hotplug-error"):
+            st["xenstore"].pop(BACK + "/" + key, None)
+        st["exit"] = None
+    assert_same(orig, xr)
+
+
+def test_image_loop_mounted_in_dom0_is_an_intended_difference(sides, originals):
+    """dom0 has the image mounted read-write through a loop device; a guest
+    asks for it read-write. The original misses the loop device (see the
+    shared image) and attaches a second one; xenrules refuses (busy)."""
+    def setup(side):
+        side.images.make("disk.img", size=4 << 20, filesystem=True)
+        dev = side.attach("disk.img", "<dom0 loop>")
+        side.mount(dev, read_only=False)
+        vbd.add_vbd(side.dom0, DOMID, DEVID, params=side.path("disk.img"), mode="w")
+    orig, xr = compare(sides, setup, [ADD])
+    assert exits(orig) == [0], outputs(orig)
+    assert orig[0]["xenstore"][BACK + "/hotplug-status"] == "connected"
+    assert len(orig[0]["loops"]) == 2
+    assert exits(xr) == [1], outputs(xr)
+    assert xr[0]["xenstore"][BACK + "/hotplug-status"] == "busy"
+    assert xr[0]["xenstore"][BACK + "/hotplug-error"] == (
+        "File <images>/disk.img is loopback-mounted through <dom0 loop>#mm,\n"
+        "which is mounted in the privileged domain,\nand so cannot be mounted by a guest.")
+    assert [e["dev"] for e in xr[0]["loops"]] == ["<dom0 loop>"]

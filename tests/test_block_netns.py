@@ -296,6 +296,27 @@ def test_device_mounted_in_dom0(blk, mount_ro, mode, message):
         assert_failed(blk, proc, "busy", message.format(dev=dev))
 
 
+@pytest.mark.parametrize("mount_ro,mode,message", [
+    (False, "r", "File {path} is loopback-mounted through {mm},\nwhich is mounted read-write "
+                 "in the privileged domain,\nand so cannot be mounted read-only by a guest."),
+    (True, "w", "File {path} is loopback-mounted through {mm},\nwhich is mounted in the "
+                "privileged domain,\nand so cannot be mounted by a guest."),
+    (True, "r", None),
+])
+def test_image_loop_mounted_in_dom0(blk, mount_ro, mode, message):
+    path = blk.images.make("fs.img", size=4 << 20, filesystem=True)
+    dev = blk.images.attach("fs.img")
+    blk.mount(dev, read_only=mount_ro)
+    vbd.add_vbd(blk.dom0, DOMID, DEVID, params=path, mode=mode)
+    proc = blk.run("add")
+    if message is None:
+        assert proc.returncode == 0, blk.why(proc)
+        assert len(blk.images.devices()) == 2
+    else:
+        assert_failed(blk, proc, "busy", message.format(path=path, mm=vbd.major_minor(dev)))
+        assert list(blk.images.devices()) == [dev]
+
+
 # -- other types: the original script -----------------------------------------------
 
 def test_other_type_runs_the_original_with_the_same_event(blk):
@@ -435,3 +456,193 @@ def test_concurrent_adds_each_get_their_own_loop_device(blk):
     for devid in devids:
         assert blk.back("hotplug-status", devid=devid) == "connected"
         assert blk.back("physical-device", devid=devid) == vbd.major_minor(nodes[devid])
+
+
+# -- what a backend may hold that must not be trusted ----------------------------------
+
+@pytest.mark.parametrize("kind", ["../../../tmp/xr-evil", "x/y", ".."])
+def test_a_type_that_is_no_script_name_is_refused(blk, kind):
+    """The original would run ${XEN_SCRIPT_DIR}/block-<type>: a '/' or '..'
+    would leave that directory. xenrules refuses before handing over."""
+    recorder = blk.originals / "block"
+    seen = blk.tmp / "seen"
+    recorder.write_text("#!/bin/sh\necho ran > %s\nexit 0\n" % seen)
+    recorder.chmod(0o755)
+    vbd.add_vbd(blk.dom0, DOMID, DEVID, params="target", type=kind, mode="w")
+    for action in ("add", "remove"):
+        proc = blk.run(action)
+        assert proc.returncode == 1, blk.why(proc)
+        assert blk.back("hotplug-status") == "error"
+        assert blk.back("hotplug-error") == (
+            "refusing block type %r: block-<type> must name a script in the scripts directory"
+            % kind)
+        assert not seen.exists(), "the original was run"
+
+
+def test_remove_leaves_a_device_that_now_backs_another_image(blk):
+    """`node` names a device that is no longer on our image (a second remove
+    after the device went to another guest): the original detaches that
+    guest's disk; xenrules refuses and leaves it."""
+    path = file_vbd(blk)
+    assert blk.run("add").returncode == 0
+    blk.run("remove")
+    other = blk.images.make("other.img")
+    dev = blk.images.attach("other.img")
+    blk.dom0.xs_write(BACK + "/node", dev)
+    proc = blk.run("remove")
+    assert proc.returncode == 1, blk.why(proc)
+    assert blk.back("hotplug-status") == "error"
+    assert blk.back("hotplug-error") == (
+        "%s is not attached to %s but to %s: not detaching it" % (dev, path, other))
+    assert blk.images.devices() == {dev: other}
+    assert not os.path.exists(blk.lock_dir / "block"), "the block lock was not released"
+
+
+def test_remove_twice_fails_the_second_time_and_detaches_nothing(blk):
+    path = file_vbd(blk)
+    keep = blk.images.make("keep.img")
+    assert blk.run("add").returncode == 0
+    node = blk.back("node")
+    assert blk.run("remove").returncode == 0
+    kept = blk.images.attach("keep.img")
+    proc = blk.run("remove")
+    assert proc.returncode == 1, blk.why(proc)
+    assert blk.back("hotplug-status") == "error"
+    # the device is free ("losetup -d ... failed"), or someone took it meanwhile
+    assert blk.back("hotplug-error") in (
+        "losetup -d %s failed: No such device or address" % node,
+        "%s is not attached to %s but to %s: not detaching it"
+        % (node, path, loop.backing_file(node)))
+    assert blk.images.devices() == {kept: keep}
+
+
+def test_remove_after_a_failed_add_fails_like_the_original(blk):
+    file_vbd(blk, "w", image_mode=0o444)
+    assert blk.run("add").returncode == 1
+    assert_failed(blk, blk.run("remove"), "error", "xenstore-read backend/vbd/1/51712/node failed.")
+    assert not os.path.exists(blk.lock_dir / "block"), "the block lock was not released"
+
+
+def test_image_gone_before_the_sharing_check_fails_like_the_original(xs_server, tmp_path):
+    from xenrules.config import Config
+    from xenrules.errors import StepError
+    from xenrules.event import Event
+    from xenrules.log import NullLog
+    from xenrules.runtime import Runtime
+    from xenrules.steps import step_class
+    from xenrules.xenstore import XenStore
+    env = {"XENBUS_PATH": "backend/vbd/1/51712", "XENBUS_TYPE": "vbd"}
+    rt = Runtime(Config(env), Event("block", ["add"], env), NullLog(),
+                 xenstore=XenStore(xs_server.socket_path))
+    gone = str(tmp_path / "gone.img")
+    step = step_class("block.check_sharing")({"file": gone, "mode": "w", "frontend_id": "1",
+                                              "backends": "backend/vbd"})
+    try:
+        with pytest.raises(StepError, match=r"^Unable to lookup %s: dev:  inode: $" % gone):
+            step.apply(rt)
+    finally:
+        rt.close()
+
+
+# -- what the `block` lock covers ------------------------------------------------------
+
+class HeldBlockLock:
+    """The `block` lock held by the real locking.sh (claim_lock) until release()."""
+
+    def __init__(self, blk, originals):
+        self.blk = blk
+        self.holder = subprocess.Popen(
+            ["bash", "-c", 'LOCK_BASEDIR=%s; . %s/locking.sh; LOCK_BASEDIR=%s; claim_lock block; '
+             'echo held; read _; release_lock block' % (blk.lock_dir, originals, blk.lock_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.holder.stdout.readline() == "held\n"
+        self.inode = os.stat(blk.lock_dir / "block").st_ino
+
+    def waiters(self):
+        # the kernel lists a waiter on the lock file as a blocked FLOCK ("->")
+        return sum(1 for line in open("/proc/locks").read().splitlines()
+                   if "->" in line and (":%d " % self.inode) in line)
+
+    def release(self):
+        if self.holder.poll() is None:
+            self.holder.stdin.write("\n")
+            self.holder.stdin.flush()
+        self.holder.wait(timeout=20)
+
+    def close(self):
+        if self.holder.poll() is None:
+            self.holder.kill()
+        self.holder.wait()
+
+
+def start(blk, action, domid=DOMID, devid=DEVID):
+    return subprocess.Popen(["ip", "netns", "exec", blk.dom0.netns] + blk.argv(action),
+                            env=dict(blk.env(domid, devid), PATH=os.environ["PATH"]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(procs):
+    """(exit status, stderr) of each event."""
+    out = []
+    for proc in procs:
+        _o, err = proc.communicate(timeout=60)
+        out.append((proc.returncode, err))
+    return out
+
+
+def kill_left(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_state_guard_reads_the_state_under_the_lock(blk, originals):
+    """The backend leaves InitWait while add waits for the lock: the add must
+    see it (block reads `state` after claim_lock) and attach nothing."""
+    file_vbd(blk)
+    lock = HeldBlockLock(blk, originals)
+    procs = []
+    try:
+        procs.append(start(blk, "add"))
+        assert wait_for(lambda: lock.waiters() == 1), "the event never waited"
+        vbd.set_backend_state(blk.dom0, DOMID, DEVID, 5)
+        lock.release()
+        ((code, err),) = finish(procs)
+    finally:
+        kill_left(procs)
+        lock.close()
+    assert code == 1, err
+    assert blk.back("hotplug-status") == "error"
+    assert blk.back("hotplug-error") == (
+        "Path closed or removed during hotplug add: backend/vbd/1/51712 state: 5")
+    assert blk.images.devices() == {}
+
+
+def test_two_guests_asking_one_image_at_once_get_it_once(blk, originals):
+    """Guests 1 and 2 ask for the same image read-write at the same moment:
+    under the lock, the second sees the first's loop device and is busy."""
+    path = blk.images.make("disk.img")
+    for domid in (1, 2):
+        vbd.add_vbd(blk.dom0, domid, DEVID, params=path, mode="w")
+    lock = HeldBlockLock(blk, originals)
+    procs = []
+    try:
+        procs = [start(blk, "add", domid=d) for d in (1, 2)]
+        assert wait_for(lambda: lock.waiters() == 2), "the events never waited"
+        lock.release()
+        results = finish(procs)
+    finally:
+        kill_left(procs)
+        lock.close()
+    status = {d: blk.back("hotplug-status", domid=d) for d in (1, 2)}
+    assert sorted(code for code, _ in results) == [0, 1], results
+    assert sorted(status.values()) == ["busy", "connected"], status
+    (winner,) = [d for d in (1, 2) if status[d] == "connected"]
+    (loser,) = [d for d in (1, 2) if status[d] == "busy"]
+    node = blk.back("node", domid=winner)
+    assert blk.images.devices() == {node: path}
+    assert blk.back("hotplug-error", domid=loser) == (
+        "File %s is loopback-mounted through %s,\nwhich is mounted in a guest domain,\n"
+        "and so cannot be mounted now." % (path, vbd.major_minor(node)))

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from xenrules.config import Config
-from xenrules.errors import StepError
+from xenrules.errors import StepError, XenstoreError
 from xenrules.event import Event
 from xenrules.log import NullLog
 from xenrules.runtime import Runtime
@@ -141,3 +141,89 @@ def test_a_long_path_is_cut_like_losetup_cuts_it(images):
                             capture_output=True, text=True, check=True).stdout.strip()
     assert loop.status(ours)["file_name"] == loop.status(theirs)["file_name"] == path[:63]
     assert losetup_view(ours) == losetup_view(theirs)
+
+
+def test_attach_step_that_cannot_record_the_device_detaches_it(images, tmp_path):
+    """The engine reverts only steps that completed: a loop.attach whose
+    xenstore write fails must detach its device itself."""
+    env = {"XENBUS_PATH": "backend/vbd/1/51712", "XENBUS_TYPE": "vbd"}
+    rt = Runtime(Config(env), Event("block", ["add"], env), NullLog(),
+                 xenstore=XenStore(str(tmp_path / "no-xenstored-here"), timeout=2))
+    path = images.make("disk.img")
+    step = step_class("loop.attach")({"file": path, "record": NODE})
+    with pytest.raises(XenstoreError):
+        step.apply(rt)
+    assert images.devices() == {}
+    # a stray revert must not detach what another attach got meanwhile
+    images.make("other.img")
+    other = images.attach("other.img")
+    step.revert(rt)
+    assert images.devices() == {other: os.path.join(images.dir, "other.img")}
+    rt.close()
+
+
+def test_attach_takes_the_next_device_when_the_free_one_was_taken(images, monkeypatch):
+    """Another process may bind the device LOOP_CTL_GET_FREE named before our
+    LOOP_CONFIGURE: the kernel says EBUSY and attach asks again."""
+    images.make("taken.img")
+    taken = images.attach("taken.img")
+    answers = [taken]
+    real = loop.free_device
+    monkeypatch.setattr(loop, "free_device", lambda: answers.pop() if answers else real())
+    path = images.make("disk.img")
+    dev, _ = loop.attach(path, False)
+    assert not answers, "the taken device was never offered"
+    assert dev != taken
+    assert images.devices() == {taken: os.path.join(images.dir, "taken.img"), dev: path}
+
+
+def test_detach_step_with_file_leaves_a_device_that_backs_another_file(images, runtime):
+    mine = images.make("mine.img")
+    theirs = images.make("theirs.img")
+    dev, _ = loop.attach(theirs, False)
+    step = step_class("loop.detach")({"dev": dev, "file": mine})
+    with pytest.raises(StepError, match="is not attached to %s but to %s: not detaching"
+                       % (mine, theirs)):
+        step.apply(runtime)
+    assert images.devices() == {dev: theirs}
+    step_class("loop.detach")({"dev": dev, "file": theirs}).apply(runtime)
+    assert images.devices() == {}
+
+
+def test_detach_step_with_file_detaches_the_device_of_a_deleted_file(images, runtime):
+    path = images.make("disk.img")
+    dev, _ = loop.attach(path, False)
+    os.unlink(path)
+    images.make("disk.img")   # a new image of that name: dev backs the old one, "(deleted)"
+    step_class("loop.detach")({"dev": dev, "file": path}).apply(runtime)
+    assert images.devices() == {}
+
+
+def test_detach_step_with_file_on_a_free_device_fails_like_losetup(images, runtime):
+    path = images.make("disk.img")
+    dev, _ = loop.attach(path, False)
+    loop.detach(dev)
+    with pytest.raises(StepError, match="losetup -d %s failed: No such device or address" % dev):
+        step_class("loop.detach")({"dev": dev, "file": path}).apply(runtime)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_pre_5_8_ioctls_make_what_losetup_makes(images, read_only):
+    """LOOP_SET_FD + LOOP_SET_STATUS64, the way kernels without LOOP_CONFIGURE
+    get (this kernel has it, so the fallback is driven directly)."""
+    import errno
+    path = images.make("disk.img")
+    for _ in range(32):
+        ours = loop.free_device()
+        try:
+            loop.attach_to(ours, path, read_only, legacy=True)
+            break
+        except OSError as e:
+            if e.errno != errno.EBUSY:   # someone else took it: ask again
+                raise
+    theirs = subprocess.run(["losetup", "-f", "--show"] + (["-r"] if read_only else []) + [path],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert losetup_view(ours) == losetup_view(theirs)
+    assert losetup_view(ours)["ro"] is read_only
+    assert loop.status(ours)["flags"] == loop.status(theirs)["flags"]
+    assert loop.status(ours)["file_name"] == path

@@ -187,9 +187,13 @@ class Images:
         os.chmod(path, mode)
         return path
 
-    def attach(self, name, read_only=False):
-        """A loop device on one of the images (as a phy device for a test)."""
-        from xenrules.steps.loop import attach
+    def attach(self, name, read_only=False, dev=None):
+        """A loop device on one of the images (as a phy device for a test);
+        dev: that very device (OSError EBUSY when it is bound already)."""
+        from xenrules.steps.loop import attach, attach_to
+        if dev:
+            attach_to(dev, os.path.join(self.dir, name), read_only)
+            return dev
         dev, _ = attach(os.path.join(self.dir, name), read_only)
         return dev
 

@@ -14,7 +14,7 @@ bash, with the same messages:
   block.write_physical_device write_dev: physical-device (hex major:minor)
                               and physical-device-path
   block.run_original          other types: the original `block` script, which
-                              runs block-<type>
+                              runs block-<type> (a type with / or .. is refused)
 """
 import os
 import stat
@@ -103,14 +103,23 @@ def _read_default(xs, path, default):
     return default if value is None else value
 
 
+def _domain_key(xs, domid, key, default):
+    """xenstore_read_default /local/domain/<domid>/<key>. A domid read from
+    xenstore that is no number names no domain: the default, as the bash
+    gets from a failed read (never a request for a path it makes up)."""
+    if not (domid.isascii() and domid.isdigit()):
+        return default
+    return _read_default(xs, f"/local/domain/{domid}/{key}", default)
+
+
 def same_vm(xs, frontend_id, frontend_uuid, otherdom):
     """block-common.sh's same_vm: the other domain is this guest's VM, its
     stubdom's target, or has the same target (stubdom and its guest)."""
-    othervm = _read_default(xs, f"/local/domain/{otherdom}/vm", frontend_uuid)
-    target = _read_default(xs, f"/local/domain/{frontend_id}/target", "-1")
-    targetvm = _read_default(xs, f"/local/domain/{target}/vm", "No Target")
-    otarget = _read_default(xs, f"/local/domain/{otherdom}/target", "-1")
-    otvm = _read_default(xs, f"/local/domain/{otarget}/vm", "No Other Target")
+    othervm = _domain_key(xs, otherdom, "vm", frontend_uuid)
+    target = _domain_key(xs, frontend_id, "target", "-1")
+    targetvm = _domain_key(xs, target, "vm", "No Target")
+    otarget = _domain_key(xs, otherdom, "target", "-1")
+    otvm = _domain_key(xs, otarget, "vm", "No Other Target")
     uuid = frontend_uuid[:-2] if frontend_uuid.endswith("-1") else frontend_uuid
     return uuid == othervm or targetvm == othervm or uuid == otvm or targetvm == otvm
 
@@ -151,7 +160,7 @@ def find_conflict(xs, numbers, mode, frontend_id, backends, mounts="/proc/self/m
                 if other != "w":
                     continue   # read-only next to read-only is fine
             if frontend_uuid is None:
-                frontend_uuid = _read_default(xs, f"/local/domain/{frontend_id}/vm", "unknown")
+                frontend_uuid = _domain_key(xs, frontend_id, "vm", "unknown")
             if not same_vm(xs, frontend_id, frontend_uuid, dom):
                 return "guest", d
     return None
@@ -253,7 +262,10 @@ class CheckSharing(Step):
         backends = checked_path(self.args["backends"])
         if path:
             # the loop devices already attached to this very file (device and inode)
-            names = [major_minor(d) for d in devices_of(path)]
+            try:
+                names = [major_minor(d) for d in devices_of(path)]
+            except OSError:
+                raise StepError(f"Unable to lookup {path}: dev:  inode: ") from None
         else:
             names = [major_minor(device)]
         numbers = {_parse_mm(n): n for n in names if n}
@@ -306,11 +318,20 @@ class WritePhysicalDevice(Step):
 class RunOriginal(Step):
     type_name = "block.run_original"
     summary = ("hand the event to the original block script (it runs block-<type>: iscsi, nbd, "
-               "drbd, ...); replaces this process")
-    properties = {"reason": {"type": "string", "description": "why, for the log"}}
+               "drbd, ...); replaces this process; refuses a type that is no script name")
+    properties = {
+        "reason": {"type": "string", "description": "why, for the log"},
+        "type": {"type": "string", "description": "the backend's type: the original runs "
+                                                  "block-<type>, so a '/' or '..' in it is refused"},
+    }
 
     def apply(self, runtime):
         from ..fallback import run_original
+        kind = self.args.get("type") or ""
+        if "/" in kind or ".." in kind:
+            # the original would run ${XEN_SCRIPT_DIR}/block-$type: no path outside that directory
+            raise StepError(f"refusing block type {kind!r}: block-<type> must name a script "
+                            "in the scripts directory")
         reason = self.args.get("reason") or "handed over by the rule"
         # exec keeps no xenstore connection or lock of ours
         runtime.close()

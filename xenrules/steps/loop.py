@@ -62,17 +62,19 @@ def free_device():
         os.close(fd)
 
 
-def _configure(dev, file_fd, file_name, read_only):
+def _configure(dev, file_fd, file_name, read_only, legacy=False):
+    """Bind file_fd to dev; legacy: the pre-5.8 way only (for tests)."""
     import fcntl
     flags = LO_FLAGS_READ_ONLY if read_only else 0
     fd = os.open(dev, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.ioctl(fd, LOOP_CONFIGURE, _CONFIG.pack(file_fd, 0, _info(flags, file_name)))
-            return
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOTTY):
-                raise
+        if not legacy:
+            try:
+                fcntl.ioctl(fd, LOOP_CONFIGURE, _CONFIG.pack(file_fd, 0, _info(flags, file_name)))
+                return
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOTTY):
+                    raise
         # before Linux 5.8: bind, then describe; read-only follows the file's open mode
         fcntl.ioctl(fd, LOOP_SET_FD, file_fd)
         try:
@@ -82,6 +84,16 @@ def _configure(dev, file_fd, file_name, read_only):
             raise
     finally:
         os.close(fd)
+
+
+def attach_to(dev, path, read_only, legacy=False):
+    """Attach path to the loop device dev (EBUSY if it is bound already);
+    legacy: LOOP_SET_FD + LOOP_SET_STATUS64 as on kernels before 5.8."""
+    file_fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+    try:
+        _configure(dev, file_fd, path, read_only, legacy)
+    finally:
+        os.close(file_fd)
 
 
 def attach(path, read_only):
@@ -141,6 +153,33 @@ def status(dev):
      name, _crypt, _key, _i0, _i1) = _INFO.unpack(bytes(buf))
     return {"device": device, "inode": inode, "offset": offset, "sizelimit": sizelimit,
             "flags": flags, "file_name": os.fsdecode(name.split(b"\0", 1)[0])}
+
+
+def backing_file(dev):
+    """The kernel's name of dev's backing file ("PATH (deleted)" once it is
+    unlinked); None when dev is not bound."""
+    try:
+        with open(f"/sys/block/{os.path.basename(dev)}/loop/backing_file") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def backs(dev, path):
+    """Whether dev is bound to path: the same inode while path exists, else
+    the kernel's name of the backing file is path's, deleted."""
+    info = status(dev)
+    if info is None:
+        return False
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and info["inode"] == st.st_ino and \
+            (os.major(info["device"]), os.minor(info["device"])) == \
+            (os.major(st.st_dev), os.minor(st.st_dev)):
+        return True
+    return backing_file(dev) == path + " (deleted)"
 
 
 def bound_devices():
@@ -211,9 +250,18 @@ class Attach(Step):
             raise StepError(f"losetup {'-r ' if read_only else ''}{path} failed: "
                             f"{e.strerror or e}") from None
         runtime.log("debug", f"attached {path} to {self.dev}{' read-only' if ro else ''}")
-        if record:
-            self.previous = runtime.xenstore.read(record)
-            runtime.xenstore.write(record, self.dev)
+        try:
+            if record:
+                self.previous = runtime.xenstore.read(record)
+                runtime.xenstore.write(record, self.dev)
+        except Exception:
+            # the engine reverts only the steps that completed: undo the attach here
+            try:
+                detach(self.dev)
+            except OSError as e:
+                runtime.log("err", f"losetup -d {self.dev} failed: {e.strerror or e}")
+            self.dev = None
+            raise
 
     def revert(self, runtime):
         if not getattr(self, "dev", None):
@@ -234,18 +282,28 @@ class Attach(Step):
 
 class Detach(Step):
     type_name = "loop.detach"
-    summary = "detach a loop device, like `losetup -d DEV` (not reverted)"
-    properties = {"dev": {"type": "string", "minLength": 1, "description": "the loop device, /dev/loopN"}}
+    summary = ("detach a loop device, like `losetup -d DEV`; with `file`, only if the device "
+               "still backs that file (not reverted)")
+    properties = {
+        "dev": {"type": "string", "minLength": 1, "description": "the loop device, /dev/loopN"},
+        "file": {"type": "string", "description": "the file the device must still back (same inode, "
+                                                  "or the same path deleted); empty: no check"},
+    }
     required = ("dev",)
 
     def apply(self, runtime):
-        dev = self.args["dev"]
+        dev, path = self.args["dev"], self.args.get("file")
         if not is_loop_device(dev):
             raise StepError(f"losetup -d {dev!r}: not a loop device (/dev/loopN)")
         try:
+            # a device freed earlier (remove run twice) may back another guest's disk by now
+            if path and status(dev) is not None and not backs(dev, path):
+                raise StepError(f"{dev} is not attached to {path} but to {backing_file(dev)}: "
+                                "not detaching it")
             detach(dev)
         except OSError as e:
             raise StepError(f"losetup -d {dev} failed: {e.strerror or e}") from None
 
     def describe(self):
-        return f"detach loop device {self.args['dev']}"
+        what = f" if it backs {self.args['file']}" if self.args.get("file") else ""
+        return f"detach loop device {self.args['dev']}{what}"
