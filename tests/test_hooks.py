@@ -23,6 +23,7 @@ import pytest
 from differential import (Scenario, build, comparable, explain, normalize, offline, online,
                           run_events, tap_add, tap_remove)
 from events import BACK, wait_for, why
+from xenrules.errors import StepError
 from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT
 
 pytestmark = pytest.mark.netns
@@ -338,3 +339,57 @@ def test_openvswitch_runs_hooks_only_when_switched_on(xs_server, tmp_path):
         assert dom0.xs_read(BACK + "/xr-hook/var-bridge") == 'declare -- bridge="xenbr0.3"'
     finally:
         dom0.destroy()
+
+
+def test_no_bash_when_no_hook_would_be_sourced(ev, dom0, tmp_path):
+    # a non-executable hook and a hidden one (bash's `*.hook` does not match
+    # it) are no hooks: bash must not even start. If it did, the prelude
+    # would source these libraries, which leave a marker.
+    hooks = tmp_path / "hooks"
+    write_hook(str(hooks), "10-off.hook", "true\n", executable=False)
+    write_hook(str(hooks), ".20-hidden.hook", "true\n")
+    scripts = tmp_path / "scripts"
+    marker = tmp_path / "bash-started"
+    for lib in ("xen-hotplug-common.sh", "xen-network-common.sh"):
+        write_hook(str(scripts), lib, "touch %s\n" % marker)
+    ev.steps("""
+        - hooks.run: {dir: "%s", vars: {dev: "{vif}"}}
+    """ % hooks)
+    proc = ev.run(XENRULES_SCRIPTS_DIR=str(scripts))
+    assert proc.returncode == 0, why(proc, ev)
+    assert not marker.exists()
+    # the same libraries, with a hook to source: bash runs and sources them
+    write_hook(str(hooks), "30-on.hook", "true\n")
+    proc = ev.run(XENRULES_SCRIPTS_DIR=str(scripts))
+    assert proc.returncode == 0, why(proc, ev)
+    assert marker.exists()
+
+
+def test_a_variable_named_like_the_preludes_own_is_refused(ev, dom0, tmp_path):
+    # __xr_hookdir would redirect which hooks are sourced
+    hooks = tmp_path / "hooks"
+    write_hook(str(hooks), "10-mark.hook", 'xenstore-write "$XENBUS_PATH/xr-hook/ran" yes\n')
+    ev.steps("""
+        - hooks.run: {dir: "%s", vars: {__xr_hookdir: /nonexistent}}
+    """ % hooks)
+    proc = subprocess.run([PYTHON, "-m", "xenrules", "--rules-path", str(ev.rules_dir), "check"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 1 and "__xr_hookdir" in proc.stdout + proc.stderr
+    # and the step itself refuses it, whatever loaded the rule
+    from types import SimpleNamespace
+    from xenrules.steps.hooks import Run
+    runtime = SimpleNamespace(config=SimpleNamespace(scripts_dir=str(tmp_path)),
+                              event=SimpleNamespace(script="vif-bridge"))
+    with pytest.raises(StepError, match="invalid hook variable name '__xr_hookdir'"):
+        Run({"dir": str(hooks), "vars": {"__xr_hookdir": "/x"}}).argv(runtime, "/dev/null")
+
+
+def test_step_modules_import_no_regex_or_subprocess_machinery():
+    # hooks.run is in every vif-bridge/route/nat event: importing its module
+    # must not cost the event `re` (about 6 ms) or subprocess
+    code = ("import sys; import xenrules.steps.hooks, xenrules.steps.firewall, "
+            "xenrules.steps.ovs; print(sorted(m for m in ('re', 'subprocess', 'json', "
+            "'tempfile') if m in sys.modules))")
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -105,14 +105,24 @@ def test_online_then_offline_removes_the_port(ovs_factory, originals):
 
 
 def test_online_again_replaces_the_port(ovs_factory, originals):
-    # `--if-exists del-port` first: a second online (new VLAN) replaces the port
-    def retag(d):
-        guest(d, bridge="xenbr0.10")
-    second = Event(("online", "type_if=vif"), script=SCRIPT, env={"bridge": "ignored"})
-    scenario = Scenario("twice", [on(), second], setup=retag)
+    # `--if-exists del-port` first: a second online with another VLAN replaces
+    # the port (no xenstore bridge, so each event's bridge= decides)
+    first = Event(("online", "type_if=vif"), script=SCRIPT, env={"bridge": "xenbr0.10"})
+    second = Event(("online", "type_if=vif"), script=SCRIPT, env={"bridge": "xenbr0.20"})
+    scenario = Scenario("twice", [first, second], setup=lambda d: guest(d, bridge=None))
     orig, xr = compare_scenario(ovs_factory, scenario)
     assert exits(orig) == [0, 0]
-    assert port(orig)["tag"] == 10      # xenstore's bridge wins over the environment
+    assert port(orig)["tag"] == 20
+    assert orig["ovs"]["bridges"][0]["ports"] == ["vif1.0", "xenbr0"]
+    assert_same(orig, xr)
+
+
+def test_xenstore_bridge_wins_over_the_environment(ovs_factory, originals):
+    event = Event(("online", "type_if=vif"), script=SCRIPT, env={"bridge": "xenbr0.7"})
+    scenario = Scenario("xs-wins", [event], setup=lambda d: guest(d, bridge="xenbr0.10"))
+    orig, xr = compare_scenario(ovs_factory, scenario)
+    assert exits(orig) == [0]
+    assert port(orig)["tag"] == 10
     assert_same(orig, xr)
 
 

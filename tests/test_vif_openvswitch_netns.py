@@ -201,3 +201,58 @@ def test_del_port_of_a_port_that_is_not_there_succeeds(sw, tmp_path):
     """)
     proc = run(sw, ["online", "type_if=vif"], rules_path=rules)
     assert proc.returncode == 0, why(proc, sw)
+
+
+# -- names and values from xenstore cannot change the ovs-vsctl command -------------------
+
+@pytest.mark.parametrize("spec", ["--", "--.10", "-x:20", "a-very-long-bridge-name"])
+def test_bridge_name_ovs_vsctl_could_misread_is_refused(spec):
+    # `--` is ovs-vsctl's command separator; names are interface names
+    with pytest.raises(StepError, match="invalid (bridge|interface) name"):
+        parse_bridge(spec)
+
+
+@pytest.mark.parametrize("dev", ["--", "-x"])
+def test_port_name_ovs_vsctl_could_misread_is_refused(dev):
+    from xenrules.steps.ovs import AddPort, DelPort
+    with pytest.raises(StepError, match="must not start with '-'"):
+        AddPort({"bridge": "xenbr0", "dev": dev}).plan()
+    with pytest.raises(StepError, match="must not start with '-'"):
+        DelPort({"dev": dev}).apply(None)
+
+
+def test_vm_name_and_uuid_that_look_like_ovs_vsctl_words_stay_data(sw):
+    name = '--db=unix:/nowhere" -- del-br xenbr0 -- x=y,z "\\'
+    sw.xs_write("/vm/u-1/name", name)
+    sw.xs_write("/vm/u-1/uuid", "--")
+    proc = run(sw, ["online", "type_if=vif"])
+    assert proc.returncode == 0, why(proc, sw)
+    assert ids(sw) == {"xen-vm-name": name, "xen-vm-uuid": "--",
+                       "attached-mac": "00:16:3e:00:01:00"}
+    assert [b["name"] for b in sw.ovs.state()["bridges"]] == ["xenbr0"]
+
+
+@pytest.fixture
+def sw_no_vswitchd(xs_server, tmp_path):
+    """ovsdb-server without ovs-vswitchd: ovs-vsctl commits, then waits in vain."""
+    dom0 = ovs_dom0(xs_server.socket_path, vswitchd=False)
+    try:
+        dom0.add_vif(1, 0, bridge="xenbr0", script=SCRIPT)
+        dom0.tmp = tmp_path
+        yield dom0
+    finally:
+        dom0.destroy()
+
+
+def test_a_timeout_takes_the_committed_port_out_again(sw_no_vswitchd, tmp_path):
+    # ovs-vsctl's transaction is in the database when its --timeout expires
+    # waiting for ovs-vswitchd; the original leaves the port there, xenrules
+    # removes it (--no-wait), as it reverts any other failure.
+    sw = sw_no_vswitchd
+    rules = _rule(tmp_path, """
+        - ovs.add_port: {bridge: xenbr0, dev: "{vif}", timeout: 1}
+    """)
+    proc = run(sw, ["online", "type_if=vif"], rules_path=rules)
+    assert proc.returncode == 1, why(proc, sw)
+    assert "no answer from ovsdb-server or ovs-vswitchd in 1 s" in sw.xs_read(BACK + "/hotplug-error")
+    assert "vif1.0" not in ports(sw)

@@ -16,35 +16,88 @@ the original, a host whose iptables does not work (`iptables -L` fails) is
 left alone, and a rule that cannot be inserted is logged, not fatal, unless
 `strict` is set. Debian's scripts have this disabled (bug #894013); the
 shipped rules run it only when their `firewall` variable is on.
+
+Unlike the original, each word of `addresses` must be an IPv4 address or
+network (a.b.c.d, a.b.c.d/len, a.b.c.d/mask, or a comma list of those, as
+iptables -s reads them) before it reaches iptables: anything else (a host
+name iptables would resolve, a word starting with '-' or '!') is refused
+like a rule iptables refuses. And the whole step has a time budget
+(`timeout`, default 10 s), so a held xtables lock cannot stall the event
+past libxl's 40 s.
 """
 from ..errors import StepError
 from .base import Step
 from .netlink import IFNAME, checked_name
 
 INSERTING = ("online", "add")
+DEFAULT_TIMEOUT = 10
 REMOVING = ("offline", "remove")
 FAILED = "iptables setup failed. This may affect guest networking."
 
 
+def ipv4_source(word):
+    """True if iptables -s would read `word` as IPv4 addresses/networks only
+    (no host name to resolve, no option, no negation)."""
+    def octets(text):
+        parts = text.split(".")
+        return len(parts) == 4 and all(p.isdigit() and p.isascii() and 0 < len(p) <= 3
+                                       for p in parts)
+
+    def one(item):
+        addr, slash, mask = item.partition("/")
+        if not octets(addr):
+            return False
+        return not slash or (mask.isdigit() and mask.isascii() and len(mask) <= 3) or octets(mask)
+    return all(one(item) for item in word.split(","))
+
+
 def frobs(dev, addresses):
-    """The (in, out) rule pairs of frob_iptable calls, in the original's order."""
+    """The (in, out) rule pairs of frob_iptable calls, in the original's order;
+    an address that is not IPv4 gives (None, reason) instead of a pair."""
     match = ["FORWARD", "-m", "physdev", "--physdev-is-bridged"]
     out_rule = match + ["--physdev-out", dev, "-j", "ACCEPT"]
     words = addresses.split()
     extras = [["-s", a] for a in words] + [["-p", "udp", "--sport", "68", "--dport", "67"]]
     if not words:
         extras = [[]]
-    return [(match + ["--physdev-in", dev] + extra + ["-j", "ACCEPT"], out_rule) for extra in extras]
+    pairs = []
+    for extra in extras:
+        if extra[:1] == ["-s"] and not ipv4_source(extra[1]):
+            pairs.append((None, f"address {extra[1]!r} is not an IPv4 address or network"))
+        else:
+            pairs.append((match + ["--physdev-in", dev] + extra + ["-j", "ACCEPT"], out_rule))
+    return pairs
 
 
-def iptables(runtime, args):
-    """Run iptables -w ARGS; (ok, message)."""
+class Budget:
+    """The seconds the step has left, shared by all its iptables calls."""
+
+    def __init__(self, seconds):
+        import time
+        self.clock = time.monotonic
+        self.deadline = self.clock() + seconds
+        self.seconds = seconds
+
+    def left(self):
+        return self.deadline - self.clock()
+
+
+def iptables(runtime, args, budget):
+    """Run iptables -w SECONDS ARGS within the step's budget; (ok, message)."""
+    import math
     import subprocess   # only firewall events pay for it
-    argv = ["iptables", "-w"] + args
+    left = budget.left()
+    if left < 1:
+        return False, f"iptables {' '.join(args)}: not run, the step's {budget.seconds} s are used up"
+    # -w N: iptables stops waiting for the xtables lock by itself; the
+    # subprocess timeout catches anything else
+    argv = ["iptables", "-w", str(max(1, math.floor(left) - 1))] + args
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
+                              timeout=left)
+    except subprocess.TimeoutExpired:
+        return False, f"{' '.join(argv)}: did not finish within the step's {budget.seconds} s"
+    except OSError as e:
         return False, f"{' '.join(argv)}: {e}"
     if done.returncode != 0:
         return False, f"{' '.join(argv)}: {done.stderr.strip() or 'exit status %d' % done.returncode}"
@@ -85,6 +138,10 @@ class Vif(Step):
                                   "false: log it and go on, as the original does)"},
         "lock": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$",
                  "description": "hotplug lock held meanwhile (default iptables, as locking.sh)"},
+        "timeout": {"type": "integer", "minimum": 2,
+                    "description": "seconds all the step's iptables commands may take together "
+                                   "(default 10; the original waits as long as the xtables "
+                                   "lock is held)"},
     }
     required = ("action", "dev")
 
@@ -96,7 +153,8 @@ class Vif(Step):
             raise StepError(f"firewall.vif: action {action!r} is none of "
                             + ", ".join(INSERTING + REMOVING))
         verb = "-I" if action in INSERTING else "-D"
-        ok, why = iptables(runtime, ["-L", "-n"])
+        self.budget = Budget(int(self.args.get("timeout", DEFAULT_TIMEOUT)))
+        ok, why = iptables(runtime, ["-L", "-n"], self.budget)
         if not ok:
             # "If iptables is not working, then there's no need to do anything with it"
             runtime.log("debug", f"iptables does not work here, no firewall rules: {why}")
@@ -106,9 +164,11 @@ class Vif(Step):
 
     def _frob_all(self, runtime, verb, pairs):
         for in_rule, out_rule in pairs:
+            if in_rule is None:         # refused before iptables, as iptables refuses it
+                ok, why = False, out_rule
             # like `iptables_w -I ...in... && iptables_w -I ...out...`
-            for rule in (in_rule, out_rule):
-                ok, why = iptables(runtime, [verb] + rule)
+            for rule in (in_rule, out_rule) if in_rule else ():
+                ok, why = iptables(runtime, [verb] + rule, self.budget)
                 if not ok:
                     break
                 self.done.append((verb, rule))
@@ -125,8 +185,9 @@ class Vif(Step):
         # Deleted rules go back in the order they were deleted: each -I puts
         # its rule first, which rebuilds the order the original's online made.
         done = self.done if self.done and self.done[0][0] == "-D" else reversed(self.done)
+        budget = Budget(int(self.args.get("timeout", DEFAULT_TIMEOUT)))   # a fresh one
         for verb, rule in list(done):
-            ok, why = iptables(runtime, ["-D" if verb == "-I" else "-I"] + rule)
+            ok, why = iptables(runtime, ["-D" if verb == "-I" else "-I"] + rule, budget)
             if not ok:
                 runtime.log("err", f"cannot undo a firewall rule: {why}")
         self.done = []
@@ -139,4 +200,5 @@ class Vif(Step):
     def describe(self):
         verb = "insert" if self.args["action"] in INSERTING else "delete"
         addrs = self.args.get("addresses") or "any address"
-        return f"{verb} FORWARD physdev rules for {self.args['dev']} ({addrs}, DHCP) under lock iptables"
+        lock = self.args.get("lock") or "iptables"
+        return f"{verb} FORWARD physdev rules for {self.args['dev']} ({addrs}, DHCP) under lock {lock}"

@@ -24,12 +24,14 @@ A hook that fails (a failing command under `set -e`, `exit 1`, `fatal`)
 fails the step. Nothing to revert: what a hook did is its own business.
 """
 import os
-import re
 
 from ..errors import StepError
+from ..template import is_name
 from .base import Step
 
-VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# names the PRELUDE uses itself: a hook variable must not replace them
+RESERVED_PREFIX = "__xr_"
+DEFAULT_TIMEOUT = 20
 # The originals' libraries that call_hooks' hooks had in scope, if installed.
 LIBRARIES = ("xen-hotplug-common.sh", "xen-network-common.sh")
 
@@ -106,13 +108,20 @@ call_hooks "${__xr_callargs[@]}"
 '''
 
 
+def valid_var_name(name):
+    """A shell identifier that is not one of the prelude's own variables."""
+    return is_name(name) and name.isascii() and not name.startswith(RESERVED_PREFIX)
+
+
 def executable_hooks(directory):
-    """The hooks call_hooks would source: executable *.hook files, byte order."""
+    """The hooks call_hooks would source: executable *.hook files, byte order;
+    like bash's glob `*.hook`, names starting with '.' are not among them."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
-    paths = [os.path.join(directory, n) for n in names if n.endswith(".hook")]
+    paths = [os.path.join(directory, n) for n in names
+             if n.endswith(".hook") and not n.startswith(".")]
     return [p for p in paths if os.access(p, os.X_OK) and not os.path.isdir(p)]
 
 
@@ -134,7 +143,7 @@ class Run(Step):
                 "description": "hook directory (the originals: /etc/xen/scripts/vif-post.d)"},
         "devtype": {"type": "string", "description": "$1 in the hooks (default vif)"},
         "hook": {"type": "string", "description": "$2 in the hooks (default post)"},
-        "vars": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "vars": {"type": "object", "propertyNames": {"pattern": "^(?!__xr_)[A-Za-z_][A-Za-z0-9_]*$"},
                  "additionalProperties": {"type": ["string", "integer"]},
                  "description": "shell variables the hooks see, name: value "
                                 "(command, dev, vif, bridge, ip, XENBUS_PATH...)"},
@@ -143,7 +152,8 @@ class Run(Step):
                                        "are sourced from (default XENRULES_SCRIPTS_DIR, "
                                        "/etc/xen/scripts)"},
         "timeout": {"type": "integer", "minimum": 1,
-                    "description": "seconds the hooks may take together (default 30)"},
+                    "description": "seconds the hooks may take together (default 20, so that "
+                                   "the event ends within libxl's 40 s)"},
     }
     required = ("dir",)
 
@@ -153,8 +163,9 @@ class Run(Step):
         argv = ["/bin/bash", "-c", PRELUDE, argv0, errfile, self.args["dir"], scripts_dir,
                 str(self.args.get("devtype", "vif")), str(self.args.get("hook", "post"))]
         for name, value in (self.args.get("vars") or {}).items():
-            if not VAR_NAME.fullmatch(name):
-                raise StepError(f"invalid hook variable name {name!r}")
+            if not valid_var_name(name):
+                raise StepError(f"invalid hook variable name {name!r} (a shell identifier "
+                                f"not starting with {RESERVED_PREFIX})")
             argv += [name, str(value)]
         return argv
 
@@ -165,7 +176,7 @@ class Run(Step):
             return
         import subprocess   # only events with hooks pay for it
         import tempfile
-        timeout = int(self.args.get("timeout", 30))
+        timeout = int(self.args.get("timeout", DEFAULT_TIMEOUT))
         # Output goes to files, not pipes: a hook may leave a daemon behind
         # holding them, and only bash's exit is waited for (as libxl does).
         with tempfile.NamedTemporaryFile(prefix="xenrules-hook-", mode="r") as errfile, \

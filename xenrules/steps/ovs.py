@@ -5,18 +5,27 @@ is found the same way: --db is not given unless the rule says so, and
 ovs-vsctl then uses unix:$OVS_RUNDIR/db.sock (default
 /var/run/openvswitch/db.sock). Without --no-wait, ovs-vsctl waits until
 ovs-vswitchd has applied the change, as the original does.
-"""
-import re
 
+Names are checked before they reach ovs-vsctl: a bridge or port name that
+ovs-vsctl could read as a command separator (`--`) or an option is refused,
+so a name cannot change what the command does. External-id values are
+ovsdb string literals, so they stay data whatever they hold.
+"""
 from ..errors import StepError
 from .base import Step
 from .netlink import IFNAME, checked_name
 
 # vif-openvswitch's bash regex: bridge[.vlan][:trunk[:trunk...]]
-BRIDGE_SPEC = re.compile(r"([^.:]+)(?:\.([0-9]+))?(?::([0-9]+(?::[0-9]+)*))?")
-ID_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+BRIDGE_SPEC = r"([^.:]+)(?:\.([0-9]+))?(?::([0-9]+(?::[0-9]+)*))?"
+ID_KEY = r"[A-Za-z0-9_.-]+"
+DEFAULT_TIMEOUT = 20
+# ovs-vsctl ends itself with SIGALRM when --timeout expires
+SIGALRM = 14
+# a cleanup after a timeout must not wait for the ovs-vswitchd that did not answer
+CLEANUP_TIMEOUT = 5
 TIMEOUT = {"type": "integer", "minimum": 1,
-           "description": "seconds ovs-vsctl may take (its --timeout; the original uses 30)"}
+           "description": "seconds ovs-vsctl may take (its --timeout; default 20, the "
+                          "original 30: leaves room for the cleanup within libxl's 40 s)"}
 DB = {"type": "string",
       "description": "ovsdb connection (ovs-vsctl --db); empty: ovs-vsctl's default, "
                      "unix:$OVS_RUNDIR/db.sock"}
@@ -25,11 +34,21 @@ DB = {"type": "string",
 def parse_bridge(spec):
     """'br[.vlan][:trunk:trunk]' -> (bridge, tag, trunks) with tag/trunks '' when absent
     and trunks comma-separated, as vif-openvswitch parses it."""
-    found = BRIDGE_SPEC.fullmatch(spec or "")
+    import re   # only OVS events pay for it
+    found = re.fullmatch(BRIDGE_SPEC, spec or "")
     if not found:
         raise StepError("No valid bridge was specified")
     bridge, tag, trunks = found.groups()
-    return bridge, tag or "", (trunks or "").replace(":", ",")
+    return ovs_name(bridge, "bridge"), tag or "", (trunks or "").replace(":", ",")
+
+
+def ovs_name(name, what="port"):
+    """A bridge or port name, as an interface name that ovs-vsctl cannot read
+    as `--` (its command separator) or an option."""
+    checked_name(name)
+    if name.startswith("-"):
+        raise StepError(f"invalid {what} name {name!r}: must not start with '-'")
+    return name
 
 
 def ovs_string(value):
@@ -39,18 +58,27 @@ def ovs_string(value):
     return json.dumps(value, ensure_ascii=False)
 
 
+class VsctlTimeout(StepError):
+    """ovs-vsctl did not finish in time: its transaction may have been committed."""
+
+
 def vsctl(runtime, args, timeout, db=""):
-    """Run ovs-vsctl --timeout=T [--db=DB] ARGS...; StepError with its message on failure."""
+    """Run ovs-vsctl --timeout=T [--db=DB] ARGS...; StepError with its message on
+    failure, VsctlTimeout when it ran out of time."""
     import subprocess   # only OVS events pay for it
-    argv = ["ovs-vsctl", f"--timeout={int(timeout)}"] + ([f"--db={db}"] if db else []) + args
+    timeout = int(timeout)
+    argv = ["ovs-vsctl", f"--timeout={timeout}"] + ([f"--db={db}"] if db else []) + args
     runtime.log("debug", "running " + " ".join(argv))
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=int(timeout) + 5)
+                              timeout=timeout + 2)
     except FileNotFoundError:
         raise StepError("Unable to find ovs-vsctl tool") from None
     except subprocess.TimeoutExpired:
-        raise StepError(f"{' '.join(argv)} did not finish in {int(timeout) + 5} s") from None
+        done = None
+    if done is None or done.returncode == -SIGALRM:
+        raise VsctlTimeout(f"{' '.join(argv)} failed: no answer from ovsdb-server or "
+                           f"ovs-vswitchd in {timeout} s")
     if done.returncode != 0:
         reason = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
         raise StepError(f"{' '.join(argv)} failed: {reason}")
@@ -75,10 +103,11 @@ class AddPort(Step):
 
     def plan(self):
         bridge, tag, trunks = parse_bridge(self.args["bridge"])
-        dev = checked_name(self.args["dev"])
+        import re
+        dev = ovs_name(self.args["dev"])
         ids = self.args.get("external_ids") or {}
         for key in ids:
-            if not ID_KEY.fullmatch(key):
+            if not re.fullmatch(ID_KEY, key):
                 raise StepError(f"invalid external-ids key {key!r}")
         return bridge, tag, trunks, dev, ids
 
@@ -89,13 +118,31 @@ class AddPort(Step):
         if ids:
             args += ["--", "set", "interface", dev]
             args += [f"external-ids:{k}={ovs_string(str(v))}" for k, v in ids.items()]
-        vsctl(runtime, args, self.args.get("timeout", 30), self.args.get("db", ""))
+        try:
+            vsctl(runtime, args, self.args.get("timeout", DEFAULT_TIMEOUT), self.args.get("db", ""))
+        except VsctlTimeout:
+            # The transaction may be in the database although ovs-vswitchd never
+            # applied it: take the port out again without waiting for vswitchd.
+            self._cleanup(runtime, dev)
+            raise
         self.added = dev
+
+    def _cleanup(self, runtime, dev):
+        try:
+            vsctl(runtime, ["--no-wait", "--", "--if-exists", "del-port", dev],
+                  CLEANUP_TIMEOUT, self.args.get("db", ""))
+        except StepError as e:
+            runtime.log("err", f"cannot take port {dev} out again: {e}")
 
     def revert(self, runtime):
         if getattr(self, "added", None):
-            vsctl(runtime, ["--", "--if-exists", "del-port", self.added],
-                  self.args.get("timeout", 30), self.args.get("db", ""))
+            try:
+                vsctl(runtime, ["--", "--if-exists", "del-port", self.added],
+                      min(int(self.args.get("timeout", DEFAULT_TIMEOUT)), 10),
+                      self.args.get("db", ""))
+            except VsctlTimeout:
+                self._cleanup(runtime, self.added)
+                raise
 
     def describe(self):
         try:
@@ -117,9 +164,9 @@ class DelPort(Step):
     # No revert: a removed port's settings are not kept, and teardown errors
     # are ignored by the toolstack anyway.
     def apply(self, runtime):
-        dev = checked_name(self.args["dev"])
-        vsctl(runtime, ["--", "--if-exists", "del-port", dev], self.args.get("timeout", 30),
-              self.args.get("db", ""))
+        dev = ovs_name(self.args["dev"])
+        vsctl(runtime, ["--", "--if-exists", "del-port", dev],
+              self.args.get("timeout", DEFAULT_TIMEOUT), self.args.get("db", ""))
 
     def describe(self):
         return f"remove port {self.args['dev']} from its OVS bridge (if any)"
