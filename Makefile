@@ -8,9 +8,16 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 # Everything the engine, the tests and the sandbox need, from Debian only.
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
 SANDBOX_DEBS := procps iptables nftables
-TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux kmod
+TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux mount kmod \
+	net-tools e2fsprogs openvswitch-switch openvswitch-common
+# Building the .deb (debian/control's Build-Depends) and checking it.
+BUILD_DEBS := debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
+# autopkgtest's and piuparts' own tools (make autopkgtest / make piuparts)
+PACKAGE_TOOL_DEBS := autopkgtest piuparts debootstrap
+DEB_VERSION = $(shell $(PYTHON) tools/build_deb.py --print-version)
+DEB = build/deb/xenrules_$(DEB_VERSION)_all.deb
 
-.PHONY: deps deps-runtime originals check demo bench clean
+.PHONY: deps deps-runtime deps-build originals check check-package deb autopkgtest piuparts demo bench clean
 
 # the engine plus what the simulated dom0 uses (sysctl)
 deps-runtime:
@@ -25,11 +32,38 @@ deps:
 originals: deps
 	$(PYTHON) -m xenrules.sandbox.originals
 
+deps-build:
+	$(APT_GET) update
+	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(BUILD_DEBS)
+
+# build/deb/xenrules_<version>_all.deb, built outside the checkout (tools/build_deb.py);
+# lintian's report is shown here and must be clean in the package tests.
+deb: deps-build
+	$(PYTHON) tools/build_deb.py
+	lintian --info --display-info $(DEB) || true
+	@echo "built $(DEB): apt install ./$(DEB)"
+
 # The test command: installs what it needs, then the whole suite.
 # pytest's exit status 5 means no test ran: that is a failure too.
-check: originals
+# The package tests (tests/test_package*.py, marker `package`) install the real
+# .deb next to xen-utils-common and put the machine back as found.
+check: originals deps-build
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing" >&2; exit 1; fi; exit $$rc
+
+# Only the package tests: build, lintian, install, upgrade, remove, purge.
+check-package: originals deps-build
+	$(PYTHON) -m pytest $(PYTEST_ARGS) -m package tests/test_package.py tests/test_package_lists.py tests/test_manpage.py
+
+# debian/tests with autopkgtest's null runner, on this machine (cleaned up after).
+autopkgtest: deb deps
+	$(APT_GET) install -y --no-install-recommends $(PACKAGE_TOOL_DEBS)
+	$(PYTHON) tools/run_autopkgtest.py $(DEB)
+
+# install/remove/purge in a clean bookworm chroot (made once by debootstrap).
+piuparts: deb
+	$(APT_GET) install -y --no-install-recommends $(PACKAGE_TOOL_DEBS)
+	$(PYTHON) tools/run_piuparts.py $(DEB)
 
 # The main job on the embedded default: a simulated dom0, no Xen needed.
 demo: deps-runtime
