@@ -27,6 +27,10 @@ deps-runtime:
 deps:
 	$(APT_GET) update
 	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(SANDBOX_DEBS) $(TEST_DEBS)
+	@# systemd-socket-activate (the warm helper's socket-activation test). Only
+	@# when missing: installing systemd over itself would upgrade it in place.
+	command -v systemd-socket-activate >/dev/null || \
+		$(APT_GET) install -y --no-install-recommends systemd
 
 # Debian's original scripts (xen-utils-common), the oracle of the differential tests.
 originals: deps

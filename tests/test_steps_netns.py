@@ -567,3 +567,15 @@ def test_on_error_busy_reports_a_failing_step_as_busy(ev, xs_server):
     """)
     message = assert_failed(ev.run(), ev, xs_server, status="busy")
     assert "xenbr9" in message
+
+
+def test_a_kernel_refusal_in_a_link_step_is_a_step_error_saying_what_failed():
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from xenrules.errors import StepError
+    from xenrules.steps.netlink import call
+
+    def refuse():
+        raise NetlinkError(17, "File exists")
+    with pytest.raises(StepError, match="ip link add x failed: File exists"):
+        call("ip link add x", refuse)

@@ -53,6 +53,12 @@ def _parser():
 
     sub.add_parser("schema", help="print the JSON Schema of rule files")
 
+    w = sub.add_parser("helper", help="serve hotplug events warm, for the launchers (systemd: xenrules-helper)",
+                       description="The warm helper: imports the event path once and runs each event the "
+                       "launchers send it (see docs/performance-design.md). Options after `helper`: "
+                       "--socket PATH, --spares N, --max-events N, --stats FILE.", add_help=False)
+    w.add_argument("options", nargs=argparse.REMAINDER, help="the helper's options (helper --help)")
+
     s = sub.add_parser("sandbox", help="run a guest's vif through online and offline in a simulated dom0",
                        description="Start a XenStore server and a throw-away network namespace with a bridge, "
                        "bring a guest's vif online and offline with the rules, show the trace and the "
@@ -62,7 +68,12 @@ def _parser():
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "helper":
+        args.options = extra + args.options   # its own options: the helper parses them
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     env = dict(os.environ)
     if args.rules_path:
         env["XENRULES_RULES_PATH"] = args.rules_path
@@ -83,6 +94,12 @@ def main(argv=None):
 def cmd_hotplug(args, env):
     from .hotplug import handle
     return handle(args.script, args.words, env, echo=sys.stderr if env.get("XENRULES_LOG_LEVEL") == "debug" else None)
+
+
+def cmd_helper(args, env):
+    from . import helper
+    os.environ.update(env)   # --rules-path, --state-dir, --debug: the helper reads its environment
+    return helper.main(args.options)
 
 
 def cmd_check(args, env):
@@ -145,7 +162,7 @@ def cmd_sandbox(args, env):
 
 
 COMMANDS = {"hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
-            "schema": cmd_schema, "sandbox": cmd_sandbox}
+            "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,11 @@ rules can be tried from a checkout before they are installed:
   XENRULES_ORIGINALS_DIR  where the original scripts are when they are not
                           diverted by the package (default: ask dpkg-divert)
   XENRULES_SCRIPTS_DIR    the toolstack's script directory (/etc/xen/scripts)
+Read by bin/xenrules-launcher itself, before anything is imported:
+  XENRULES_HELPER_SOCKET  the warm helper's socket (/run/xenrules/helper.sock;
+                          empty: always run in-process)
+  XENRULES_HELPER_TIMEOUT seconds to wait for the helper's "ready" (10)
+  XENRULES_PYTHONPATH     a checkout to import xenrules from (tests)
 """
 
 DEFAULTS = {

@@ -1,0 +1,209 @@
+"""The warm helper: runs hotplug events for xenrules-launcher, pre-loaded.
+
+A launcher process costs a bare interpreter start (~10 ms); importing
+pyroute2 costs 150-300 ms more. The helper pays that once: it imports the
+event path (pyroute2, pyxs, every step module of the rules), keeps the
+compiled rules in memory, and serves each event in pre-forked processes.
+
+    python3 -m xenrules.helper [--socket PATH] [--stats FILE]
+    xenrules helper ...           (the same)
+    systemd: xenrules-helper.socket + xenrules-helper.service (socket activation)
+
+The conversation (unix SOCK_SEQPACKET, each message marshal-encoded):
+
+    helper -> launcher   ("ready",)               (a supervisor accepted)
+    launcher -> helper   (PROTOCOL, argv, env, umask) + fds 0, 1, 2, cwd, netns
+    helper -> launcher   ("decline", why)          (nothing ran)
+                      or ("exit", wait status)     (the event ran)
+
+"Never twice": the launcher waits for "ready" with a timeout; if none
+comes (helper hung or overloaded), it closes the connection and runs the
+event in-process, and the helper side, reading EOF instead of a request,
+does nothing. Once the launcher has sent its request it never runs the
+event itself, except after a "decline". helper_event.py serves one event.
+
+Safety: the socket lives in a root-only directory (0700) with mode 0600,
+every peer must be uid 0 (SO_PEERCRED), and the launcher checks that the
+helper is uid 0 as well. An event from another network namespace than the
+helper's is declined (the launcher runs it in-process). The rules are never
+stale: every event checks the rule files' fingerprint, as in-process.
+"""
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+from . import helper_event
+from .helper_event import log
+
+DEFAULT_SOCKET = "/run/xenrules/helper.sock"
+SPARES = 2          # idle supervisors: a burst's first events wait for no fork
+MAX_EVENTS = 16     # supervisors at most (events at once); more wait in the listen backlog
+
+
+def listener_from_systemd():
+    """The socket systemd passed (LISTEN_FDS), or None."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return socket.socket(fileno=3)
+
+
+def bind(path):
+    """Listen on path, in a directory only root can enter; socket mode 0600."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.stat(directory)
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        raise SystemExit(f"xenrules-helper: {directory} must be owned by root with mode 0700 "
+                         f"(is uid {st.st_uid}, mode {st.st_mode & 0o7777:o})")
+    # Bound under a temporary name and renamed once listening: the path never
+    # refuses connections, and a stale socket of a helper that died is replaced.
+    tmp = f"{path}.{os.getpid()}"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        sock.bind(tmp)
+    finally:
+        os.umask(old)
+    os.chmod(tmp, 0o600)
+    sock.listen(1024)   # a boot burst connects hundreds at once
+    os.rename(tmp, path)
+    return sock
+
+
+def warm_up(env):
+    """Import everything an event may need and prime the rule memo; returns the config."""
+    from . import hotplug, ruleset   # noqa: F401  (the whole in-process path)
+    from .config import Config
+    from .log import NullLog
+    from .steps import all_step_types
+    config = Config(env)
+    try:
+        all_step_types()   # every step module, so no event imports one
+    except Exception as e:   # a broken step module fails its events, not the helper
+        log(f"cannot import every step module: {e!r}")
+    try:
+        ruleset.prime(config, NullLog())
+    except Exception as e:   # invalid rules: events fall back, the helper still serves
+        log(f"rules do not load yet: {e}")
+    # What steps and the XenStore client import lazily: the point of the helper.
+    from .runtime import iproute_class
+    iproute_class()
+    import pyxs.connection, pyxs._internal, pyxs.exceptions, pyxs.helpers   # noqa: F401,E401
+    import subprocess, tempfile, traceback   # noqa: F401,E401
+    from . import locking, xenstore   # noqa: F401,E401
+    helper_event.prepare()
+    return config
+
+
+class Pool:
+    """Keeps SPARES idle supervisors (each with its worker), at most MAX_EVENTS in all.
+
+    Supervisors are reused (helper_event.spare); after a burst up to
+    MAX_EVENTS of them stay, idle, until the helper stops."""
+
+    def __init__(self, listener, config, stats, spares=SPARES, max_events=MAX_EVENTS):
+        self.listener = listener
+        self.config = config
+        self.stats = stats
+        self.spares = spares
+        self.max_events = max_events
+        self.state = {}   # pid -> "idle" | "busy"
+        self.notify_r, self.notify_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+
+    def idle(self):
+        return sum(1 for s in self.state.values() if s == "idle")
+
+    def refill(self):
+        from . import ruleset
+        from .log import NullLog
+        while self.idle() < self.spares and len(self.state) < self.max_events:
+            try:   # spares start with the current rules: a stat per file, no parse
+                ruleset.prime(self.config, NullLog())
+            except Exception:
+                pass
+            try:
+                pid = os.fork()
+            except OSError as e:
+                log(f"cannot fork a spare: {e}")
+                return
+            if pid == 0:
+                code = 1
+                try:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for fd in (self.notify_r, self.wake_r, self.wake_w):
+                        os.close(fd)
+                    code = helper_event.spare(self.listener, self.notify_w, self.stats)
+                finally:
+                    os._exit(code)
+            self.state[pid] = "idle"
+
+    def serve(self):
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)   # SIGCHLD wakes the poll below
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        import gc
+        gc.freeze()   # forked children do not copy the warm heap on their first collection
+        poller = select.poll()
+        poller.register(self.notify_r, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        while True:
+            self.refill()
+            for fd, _ in poller.poll():
+                data = os.read(fd, 4096)
+                if fd == self.notify_r:   # pid: busy; -pid: idle again
+                    for (pid,) in struct.iter_unpack("i", data[:len(data) - len(data) % 4]):
+                        if abs(pid) in self.state:
+                            self.state[abs(pid)] = "busy" if pid > 0 else "idle"
+            self.reap()
+
+    def reap(self):
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.state.pop(pid, None)
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(prog="xenrules helper", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--socket", default=os.environ.get("XENRULES_HELPER_SOCKET") or DEFAULT_SOCKET,
+                    help="the socket to listen on, unless systemd passes one (default "
+                         f"$XENRULES_HELPER_SOCKET or {DEFAULT_SOCKET})")
+    ap.add_argument("--spares", type=int, default=SPARES, help=f"idle pre-forked pairs ({SPARES})")
+    ap.add_argument("--max-events", type=int, default=MAX_EVENTS,
+                    help=f"events served at once ({MAX_EVENTS})")
+    ap.add_argument("--stats", metavar="FILE",
+                    help="append the CPU and peak RSS of each event's processes (benchmarks)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.stderr.write("xenrules-helper: must run as root\n")
+        return 1
+    if args.spares < 1 or args.max_events < args.spares:
+        ap.error("need 1 <= --spares <= --max-events")
+    config = warm_up(os.environ)
+    listener = listener_from_systemd() or bind(args.socket)
+    log(f"serving on {listener.getsockname() or 'the socket systemd passed'}")
+    try:
+        Pool(listener, config, args.stats, args.spares, args.max_events).serve()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

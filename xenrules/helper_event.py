@@ -1,0 +1,303 @@
+"""One event in the warm helper: a pre-forked supervisor and its worker.
+
+The helper keeps a few spares ready, each a supervisor blocked in accept()
+with its worker already forked and waiting, so an event pays no fork on its
+critical path. A supervisor serves events one after the other (a fresh
+worker for each, forked before the next accept). For each event it:
+
+1. accepts one connection, tells the helper (which forks a new spare),
+   checks the peer is uid 0 (SO_PEERCRED) and says "ready";
+2. receives the request; checks it is well formed and that the launcher is
+   in the helper's network namespace, else declines (nothing ran);
+3. hands argv, environment, umask, the fds 0/1/2, cwd and the connection to
+   the worker, which runs the event and sends the exit status to the
+   launcher itself (after telling the supervisor it is done);
+4. if the worker exits without saying so (it exec'd the original script,
+   or died), sends its wait status; if the connection ends first (libxl
+   killed the launcher), kills the worker's process group.
+
+The worker is its own process group and dies with its supervisor
+(PR_SET_PDEATHSIG). See helper.py for the conversation.
+"""
+import marshal
+import os
+import signal
+import socket
+import struct
+import sys
+
+PROTOCOL = 1
+FDS = 5                    # stdin, stdout, stderr, cwd, network namespace
+MAX_MESSAGE = 1 << 20      # argv + environment; a hotplug env is a few KB
+REQUEST_TIMEOUT = 10.0     # a client that connects and says nothing
+PR_SET_PDEATHSIG = 1
+
+_prctl = None              # libc's prctl, looked up once by prepare()
+
+
+def prepare():
+    """In the helper, before any fork: what spares need without paying per event."""
+    global _prctl
+    import ctypes
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        _prctl = None
+
+
+def log(message):
+    os.write(2, f"xenrules-helper[{os.getpid()}]: {message}\n".encode("utf-8", "replace"))
+
+
+def die_with_parent(sig):
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+EVENTS_PER_SPARE = 200   # then a supervisor exits and the helper forks a fresh one
+
+
+def spare(listener, notify_fd, stats):
+    """A forked supervisor: serve events one at a time, each with a worker forked
+    in advance. Returns an exit code. Tells the helper (notify_fd) when it turns
+    busy (its pid) and idle again (minus its pid)."""
+    helper = os.getppid()
+    die_with_parent(signal.SIGTERM)
+    for _ in range(EVENTS_PER_SPARE):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)   # idle: a stopping helper ends us
+        if os.getppid() != helper:
+            return 0   # the helper is gone: take no new event
+        here, worker = _fork_worker(listener, notify_fd)
+        while True:
+            try:
+                conn, _ = listener.accept()
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                return 1
+        # Busy: an event in flight outlives a helper restart (systemd: KillMode=mixed).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.write(notify_fd, struct.pack("i", os.getpid()))
+        try:
+            supervise(conn, here, worker, stats)
+        finally:
+            conn.close()
+            here.close()   # a worker still waiting for an event reads EOF and exits
+            try:
+                os.waitpid(worker, 0)
+            except ChildProcessError:
+                pass   # supervise reaped it
+        os.write(notify_fd, struct.pack("i", -os.getpid()))
+    return 0
+
+
+def _fork_worker(listener, notify_fd):
+    here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = os.fork()
+    if worker == 0:
+        code = 1
+        try:
+            here.close()
+            listener.close()
+            os.close(notify_fd)
+            code = worker_main(there)
+        finally:
+            os._exit(code)
+    there.close()
+    try:
+        os.setpgid(worker, worker)   # the worker does it too: whoever runs first
+    except OSError:
+        pass
+    return here, worker
+
+
+def _decline(conn, why):
+    try:
+        conn.send(marshal.dumps(("decline", why)))
+    except OSError:
+        pass
+    return 0
+
+
+def supervise(conn, here, worker, stats):
+    """Steps 1-4 above for the accepted connection."""
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if uid != 0:
+        log(f"refused a client with uid {uid} (pid {_pid}): root only")
+        return 0
+    conn.settimeout(REQUEST_TIMEOUT)
+    fds = []
+    try:
+        conn.send(marshal.dumps(("ready",)))
+        data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, FDS)
+        if not data:
+            return 0   # the launcher gave up waiting and runs the event itself
+        version, argv, env, umask = marshal.loads(data)
+        if version != PROTOCOL or len(fds) != FDS:
+            return _decline(conn, f"protocol {version}, {len(fds)} fds")
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
+                and isinstance(env, dict) and isinstance(umask, int)):
+            return _decline(conn, "malformed request")
+        ns, own = os.fstat(fds[4]), os.stat("/proc/self/ns/net")
+        if (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino):
+            return _decline(conn, "another network namespace")
+        socket.send_fds(here, [marshal.dumps((argv, env, umask))], fds[:4] + [conn.fileno()])
+    except (OSError, ValueError, EOFError, TypeError):
+        return 1
+    finally:
+        for fd in fds:
+            os.close(fd)
+    status, usage, told = _wait(conn, worker, here)
+    if status is None:
+        return 0   # the launcher is gone: the worker is killed, nobody to tell
+    if stats:
+        _record(stats, _pid, usage)
+    if not told:
+        _tell(conn, status)
+    return 0
+
+
+def _tell(conn, status):
+    try:
+        conn.send(marshal.dumps(("exit", status)))
+    except OSError:
+        pass
+
+
+def _wait(conn, worker, here):
+    """(wait status, rusage, told) of the worker; (None, None, False) if the launcher went first.
+
+    `told`: the worker said it is done (it has sent, or is sending, the
+    status to the launcher); from then the connection's end means nothing.
+    """
+    import select
+    pidfd = os.pidfd_open(worker)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(here.fileno(), select.POLLIN)
+    poller.register(conn.fileno(), select.POLLIN | select.POLLHUP)
+    conn.setblocking(False)
+    told = False
+    try:
+        while True:
+            ready = dict(poller.poll())
+            if here.fileno() in ready:   # first: "done" is sent before the launcher can go
+                if here.recv(16):
+                    told = True
+                    poller.unregister(conn.fileno())
+                poller.unregister(here.fileno())
+            if pidfd in ready:
+                _, status, usage = os.wait4(worker, 0)
+                return status, usage, told
+            if conn.fileno() in ready and not told:
+                try:
+                    gone = conn.recv(64) == b""
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    # libxl killed the launcher (timeout): stop the event's work too
+                    try:
+                        os.killpg(worker, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    os.wait4(worker, 0)
+                    return None, None, False
+                poller.unregister(conn.fileno())   # stray data: ignore it, keep waiting
+    finally:
+        os.close(pidfd)
+
+
+_last_usage = None   # this supervisor's CPU at its previous report
+
+
+def _record(path, peer_pid, usage):
+    """One line per event for the benchmark: the helper side's CPU and peak RSS.
+
+    The worker's rusage (from wait4), then the supervisor's own CPU since its
+    previous report (forking this worker, accepting, supervising) and its
+    peak RSS. With the helper main process's CPU, that is all the helper spends.
+    """
+    import resource
+    global _last_usage
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    u0, s0 = (_last_usage.ru_utime, _last_usage.ru_stime) if _last_usage else (0.0, 0.0)
+    _last_usage = me
+    line = (f"{peer_pid} {usage.ru_utime:.6f} {usage.ru_stime:.6f} {usage.ru_maxrss} "
+            f"{me.ru_utime - u0:.6f} {me.ru_stime - s0:.6f} {me.ru_maxrss}\n")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def worker_main(there):
+    """The pre-forked worker: wait for the event from the supervisor, run it."""
+    os.setpgid(0, 0)
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() == 1:
+        return 1
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(there, MAX_MESSAGE, 5)
+    except OSError:
+        return 1
+    if not data or len(fds) != 5:
+        return 0   # the supervisor ended without an event
+    argv, env, umask = marshal.loads(data)
+    conn = socket.socket(fileno=fds.pop())
+    conn.set_inheritable(False)     # received fds are inheritable: not for the event's children
+    run_event(argv, env, umask, fds, there, conn)
+    return 1
+
+
+def run_event(argv, env, umask, fds, done, conn):
+    """Become the launcher's process, run the event, exit with its status."""
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # as a fresh interpreter has
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    os.fchdir(fds[3])
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    os.umask(umask)
+    os.environ.clear()
+    os.environ.update(env)     # putenv too: subprocesses and an exec'd original see it
+    sys.argv = list(argv)
+    code = 1
+    try:
+        from .hotplug import handle
+        code = handle(argv[0], argv[1:], dict(env))
+    except SystemExit as e:   # what the launcher's sys.exit would have made of it
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            sys.stderr.write(f"{e.code}\n")
+            code = 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+    code = code if isinstance(code, int) else 1
+    try:   # the supervisor first: then the launcher's exit is no reason to kill us
+        done.send(b"done")
+    except OSError:
+        pass
+    try:
+        conn.send(marshal.dumps(("exit", (code & 0xff) << 8)))   # a wait status
+    except OSError:
+        pass
+    os._exit(code)
