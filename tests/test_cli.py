@@ -109,3 +109,9 @@ def test_check_accepts_action_lists_and_steps_reused_through_aliases(tmp_path, c
         "  add:\n    - &one {log: {message: two}}\n    - *one\n")
     assert cli.main(["--rules-path", str(tmp_path), "check"]) == 0
     assert "1 rule(s): OK" in capsys.readouterr().out
+
+
+def test_global_options_may_follow_the_subcommand(tmp_path, capsys):
+    (tmp_path / "50-x.yaml").write_text("rule: x\nmatch: {script: vif-x}\nactions: {online: []}\n")
+    assert cli.main(["check", "--rules-path", str(tmp_path), "--state-dir", str(tmp_path / "st")]) == 0
+    assert "1 rule file(s), 1 rule(s): OK" in capsys.readouterr().out

@@ -14,14 +14,23 @@ default /etc/xen/rules.d:/usr/lib/xenrules/rules.d. Rule format and steps:
 README.md ("Writing rules"); `xenrules schema` prints the JSON Schema."""
 
 
+def _global_options(p, default=None):
+    p.add_argument("--rules-path", metavar="DIRS", default=default,
+                   help="':'-separated rule directories, highest priority first (try rules from a checkout)")
+    p.add_argument("--state-dir", metavar="DIR", default=default, help="where the compiled rule cache is kept")
+    p.add_argument("--debug", action="store_true", default=default or False,
+                   help="log every step with its arguments and duration")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="xenrules", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"xenrules {__version__}")
-    p.add_argument("--rules-path", metavar="DIRS",
-                   help="':'-separated rule directories, highest priority first (try rules from a checkout)")
-    p.add_argument("--state-dir", metavar="DIR", help="where the compiled rule cache is kept")
-    p.add_argument("--debug", action="store_true", help="log every step with its arguments and duration")
+    _global_options(p)
+    # The same options after the subcommand (`xenrules check --rules-path rules.d`);
+    # SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, default=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -31,16 +40,16 @@ def _parser():
     h.add_argument("script", help="script name or path (its basename selects the rules)")
     h.add_argument("words", nargs=argparse.REMAINDER, help="the script's arguments")
 
-    c = sub.add_parser("check", help="validate rule files; exit 1 on any problem",
+    c = sub.add_parser("check", parents=[common], help="validate rule files; exit 1 on any problem",
                        description="Validate the effective rule files (or the FILES given) and report every "
                        "problem as file:line:col with the source line.")
     c.add_argument("files", nargs="*", help="rule files to check instead of the rule directories")
 
-    sub.add_parser("list", help="show the effective rule files and rules, and where each comes from",
+    sub.add_parser("list", parents=[common], help="show the effective rule files and rules, and where each comes from",
                    description="Effective rule files in order, with overridden and masked files "
                    "(like systemd-delta), and the rules each holds.")
 
-    e = sub.add_parser("explain", help="show which rule an event would run and every step, changing nothing",
+    e = sub.add_parser("explain", parents=[common], help="show which rule an event would run and every step, changing nothing",
                        description="Describe an event like the toolstack would send it, then show why each "
                        "rule did or did not match, the variables and every step with its expanded values. "
                        "Reads xenstore (XENSTORED_PATH) if reachable; changes nothing.",
@@ -51,7 +60,7 @@ def _parser():
     e.add_argument("script", help="script name, e.g. vif-bridge")
     e.add_argument("words", nargs=argparse.REMAINDER, help="the script's arguments, e.g. online type_if=vif")
 
-    sub.add_parser("schema", help="print the JSON Schema of rule files")
+    sub.add_parser("schema", parents=[common], help="print the JSON Schema of rule files")
 
     w = sub.add_parser("helper", help="serve hotplug events warm, for the launchers (systemd: xenrules-helper)",
                        description="The warm helper: imports the event path once and runs each event the "
@@ -59,7 +68,7 @@ def _parser():
                        "--socket PATH, --spares N, --max-events N, --stats FILE.", add_help=False)
     w.add_argument("options", nargs=argparse.REMAINDER, help="the helper's options (helper --help)")
 
-    s = sub.add_parser("sandbox", help="run a guest's vif through online and offline in a simulated dom0",
+    s = sub.add_parser("sandbox", parents=[common], help="run a guest's vif through online and offline in a simulated dom0",
                        description="Start a XenStore server and a throw-away network namespace with a bridge, "
                        "bring a guest's vif online and offline with the rules, show the trace and the "
                        "resulting state, then clean up. Needs root; no Xen needed.")
