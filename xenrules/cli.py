@@ -14,12 +14,15 @@ default /etc/xen/rules.d:/usr/lib/xenrules/rules.d. Rule format and steps:
 README.md ("Writing rules"); `xenrules schema` prints the JSON Schema."""
 
 
-def _global_options(p, default=None):
+def _global_options(p, default=None, shown=True):
+    def help_(text):
+        return text if shown else argparse.SUPPRESS   # documented once, on `xenrules --help`
     p.add_argument("--rules-path", metavar="DIRS", default=default,
-                   help="':'-separated rule directories, highest priority first (try rules from a checkout)")
-    p.add_argument("--state-dir", metavar="DIR", default=default, help="where the compiled rule cache is kept")
+                   help=help_("':'-separated rule directories, highest priority first (try rules from a checkout)"))
+    p.add_argument("--state-dir", metavar="DIR", default=default,
+                   help=help_("where the compiled rule cache is kept"))
     p.add_argument("--debug", action="store_true", default=default or False,
-                   help="log every step with its arguments and duration")
+                   help=help_("log every step with its arguments and duration"))
 
 
 def _parser():
@@ -30,7 +33,7 @@ def _parser():
     # The same options after the subcommand (`xenrules check --rules-path rules.d`);
     # SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, default=argparse.SUPPRESS)
+    _global_options(common, default=argparse.SUPPRESS, shown=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
