@@ -37,6 +37,7 @@ echo "argv: $0 $*"
 echo "env: XR_A=${XR_A-unset} XR_B=${XR_B-unset} PATH=$PATH"
 echo "cwd: $(pwd) umask: $(umask)"
 echo "to stderr" >&2
+[ -n "$XR_FDS" ] && echo "fds: $(ls /proc/$$/fd | sort -n | tr '\n' ' ')"
 [ -n "$XR_COUNT" ] && echo "$$" >> "$XR_COUNT"
 [ -n "$XR_SLEEP" ] && sleep "$XR_SLEEP"
 [ -n "$XR_SIGNAL" ] && kill -"$XR_SIGNAL" $$
@@ -328,9 +329,14 @@ def test_killing_the_launcher_stops_the_events_work(setup):
     with open(setup.count) as f:
         script_pid = int(f.read().split()[0])
     assert alive(script_pid)
+    wait_for(lambda: open(f"/proc/{script_pid}/task/{script_pid}/children").read().split(),
+             "the script's sleep")
+    with open(f"/proc/{script_pid}/task/{script_pid}/children") as f:
+        child = int(f.read().split()[0])
     proc.kill()   # what libxl does when its 40 s are up
     proc.communicate()
     wait_for(lambda: not alive(script_pid), "the script to be killed")
+    wait_for(lambda: not alive(child), "the script's own child to be killed")
     assert setup.runs_counted() == 1
 
 
@@ -362,7 +368,7 @@ def test_helper_refuses_a_directory_others_can_enter(setup):
                           env=dict(setup.env, PYTHONPATH=REPO), capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0
-    assert "must be owned by root with mode 0700" in proc.stderr
+    assert "owned by root with mode 0700" in proc.stderr
     assert not os.path.exists(setup.socket)
 
 
@@ -512,7 +518,30 @@ def test_systemd_units_name_the_socket_the_launcher_uses():
     assert "SocketMode=0600" in unit and "DirectoryMode=0700" in unit
     assert 'HELPER_SOCKET = b"/run/xenrules/helper.sock"' in launcher
     with open(os.path.join(REPO, "systemd", "xenrules-helper.service")) as f:
-        assert "xenrules helper" in f.read()
+        service = f.read()
+    assert "xenrules helper" in service
+    # "mixed" or "control-group" would SIGKILL events in flight when the helper restarts
+    assert "\nKillMode=process\n" in service
+
+
+MODULES_FROM_DISK = ("sorted(m for m, mod in sys.modules.items() "
+                     "if getattr(mod, '__file__', None) and 'lib-dynload' not in mod.__file__ "
+                     "and not mod.__file__.startswith('<'))")
+
+
+def test_an_event_served_by_the_helper_loads_no_module_from_disk_in_the_launcher(setup):
+    """The whole fast path, a served event included: builtins only."""
+    setup.start_helper()
+    script = os.path.join(setup.dir, "bin", "xr-write")
+    code = ("import sys, atexit; atexit.register(lambda: print('modules', " + MODULES_FROM_DISK + ")); "
+            f"sys.argv = [{script!r}, 'online', 'vif=imports']; exec(open({LAUNCHER!r}).read())")
+    proc = subprocess.run([PYTHON, "-I", "-S", "-c", code], env=setup.env, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    bare = subprocess.run([PYTHON, "-I", "-S", "-c", "import sys; print('modules', "
+                           + MODULES_FROM_DISK + ")"], capture_output=True, text=True)
+    assert proc.stdout == bare.stdout
+    assert len(setup.served()) == 1 and xs_read(setup, "/test/imports") == "one"
 
 
 def test_launcher_imports_nothing_but_builtins_before_choosing():
@@ -529,3 +558,338 @@ def test_launcher_imports_nothing_but_builtins_before_choosing():
                           capture_output=True, text=True)
     assert proc.stdout == bare.stdout
     assert "'os'" not in proc.stdout
+
+
+# -- review: hung after "ready", malformed requests, bytes, fds, many events ----------
+
+def _fake_root_helper(path, take_token):
+    """A root listener that says "ready", takes the request, then hangs (a stopped or
+    wedged supervisor). take_token: it takes the event's token first (it started it);
+    None: it hangs right after accepting, before "ready".
+    Returns (pid, pipe): the pipe gets b"T" if it found the token, b"-" if not, once
+    it is told to look (by closing the connection's other side: the launcher going)."""
+    ready_r, ready_w = os.pipe()
+    got_r, got_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(got_r)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.bind(path)
+            s.listen(4)
+            os.write(ready_w, b"x")
+            conn, _ = s.accept()
+            if take_token is None:   # accepted, then wedged before "ready"
+                os.write(got_w, b"T" if conn.recv(16) else b"-")
+                os._exit(0)
+            conn.send(marshal.dumps(("ready",)))
+            _data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 8)
+            token = fds[-1]
+            if take_token:
+                os.write(got_w, b"T" if os.read(token, 1) else b"-")
+                conn.recv(16)   # hangs until the launcher goes
+            else:
+                conn.recv(16)   # hangs until the launcher goes (it took the event back)
+                os.write(got_w, b"T" if os.read(token, 1) else b"-")
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(got_w)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    return pid, got_r
+
+
+def test_a_helper_hung_after_ready_gives_the_event_back_and_it_runs_once(setup):
+    path = os.path.join(setup.dir, "hung.sock")
+    pid, got = _fake_root_helper(path, take_token=False)
+    try:
+        _, code, _, err = setup.run("xr-echo", ["online"], XR_COUNT=setup.count,
+                                    XENRULES_HELPER_SOCKET=path, XENRULES_HELPER_TIMEOUT="0.5")
+        assert (code, err) == (0, "to stderr\n")
+        assert setup.runs_counted() == 1
+        assert os.read(got, 1) == b"-"   # the helper side finds the token gone: it may not run it
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(got)
+
+
+def test_a_helper_hung_after_accepting_times_out_and_the_event_runs_once(setup):
+    path = os.path.join(setup.dir, "mute.sock")
+    pid, got = _fake_root_helper(path, take_token=None)
+    try:
+        _, code, _, err = setup.run("xr-echo", ["online"], XR_COUNT=setup.count,
+                                    XENRULES_HELPER_SOCKET=path, XENRULES_HELPER_TIMEOUT="0.5")
+        assert (code, err) == (0, "to stderr\n")
+        assert setup.runs_counted() == 1
+        assert os.read(got, 1) == b"-"   # the launcher hung up without sending a request
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(got)
+
+
+def test_an_event_the_helper_took_is_not_run_by_the_launcher_even_if_it_hangs(setup):
+    path = os.path.join(setup.dir, "took.sock")
+    pid, got = _fake_root_helper(path, take_token=True)
+    try:
+        proc = setup.launch("xr-echo", ["online"], XR_COUNT=setup.count,
+                            XENRULES_HELPER_SOCKET=path, XENRULES_HELPER_TIMEOUT="0.2")
+        assert os.read(got, 1) == b"T"
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.communicate(timeout=2)   # well past its timeout: still waiting, not running it
+        assert setup.runs_counted() == 0
+        os.kill(pid, signal.SIGKILL)   # the helper dies with the event: the launcher says so
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 1 and "not run again" in err
+        assert setup.runs_counted() == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(got)
+
+
+def _request(setup, message, fds=None):
+    """Send one raw request to the real helper as a root peer; the helper's answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(20)
+    s.connect(setup.socket)
+    assert marshal.loads(s.recv(64)) == ("ready",)
+    r, w = os.pipe()
+    os.write(w, b"!")
+    os.close(w)
+    own = [os.open("/dev/null", os.O_RDWR), os.open("/", os.O_RDONLY),
+           os.open("/proc/self/ns/net", os.O_RDONLY), r]
+    try:
+        socket.send_fds(s, [message], fds or [own[0], own[0], own[0], own[1], own[2], own[3]])
+        answer = s.recv(4096)
+        return marshal.loads(answer) if answer else None, os.read(r, 1)
+    finally:
+        for fd in own:
+            os.close(fd)
+        s.close()
+
+
+@pytest.mark.parametrize("message", [
+    marshal.dumps(5),
+    marshal.dumps((2, ["xr-echo", "online"], {"XR_A": 5}, 0o22)),
+    marshal.dumps((2, ["xr-echo", "online"], {"BAD=KEY": "x"}, 0o22)),
+    marshal.dumps((2, [], {}, 0o22)),
+    marshal.dumps((1, ["xr-echo"], {}, 0o22)),
+    b"\x00garbage",
+], ids=["not-a-tuple", "non-str-env-value", "env-key-with-equals", "empty-argv", "old-protocol",
+        "garbage"])
+def test_a_malformed_request_is_declined_and_the_helper_keeps_serving(setup, message):
+    setup.start_helper()
+    answer, token = _request(setup, message)
+    assert answer is not None and answer[0] == "decline", answer
+    assert token == b"!"   # checked before the event was taken: the launcher may run it
+    pid, code, _, err = setup.run("xr-write", ["online", "vif=after"])
+    assert (code, err) == (0, "")
+    wait_served(setup, pid)
+    assert setup.helper.poll() is None
+
+
+def _run_bytes(setup, argv, env, helper=True):
+    full = {k.encode(): v.encode() for k, v in setup.env.items()}
+    full.update(env)
+    if not helper:
+        full[b"XENRULES_HELPER_SOCKET"] = b""
+    proc = subprocess.run([os.path.join(setup.dir, "bin", "xr-echo").encode()] + argv, env=full,
+                          stdin=subprocess.DEVNULL, capture_output=True, cwd=setup.dir, timeout=60)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_non_utf8_bytes_empty_words_and_a_large_environment_are_passed_exactly(setup):
+    setup.start_helper()
+    argv = [b"online", b"", b"\xff\xfe name", b"", b"caf\xc3\xa9"]
+    env = {b"XR_A": b"\x80\xff bytes", b"XR_B": b"", b"XR_FDS": b"1", b"XR_CODE": b"6",
+           b"\xe9T\xe9": b"\xff", **{f"XR_BIG{i}".encode(): b"x" * 1000 for i in range(100)}}
+    served = _run_bytes(setup, argv, env)
+    local = _run_bytes(setup, argv, env, helper=False)
+    assert served == local
+    assert served[0] == 6
+    assert b"argv: " + os.path.join(setup.dir, "originals", "xr-echo").encode() + \
+        b" online  \xff\xfe name  caf\xc3\xa9\n" in served[1]
+    assert b"XR_A=\x80\xff bytes XR_B= " in served[1]
+    assert len(setup.served()) == 1   # the first one went through the helper
+
+
+def test_an_environment_too_large_for_one_message_still_runs_once(setup):
+    setup.start_helper()
+    env = {f"XR_HUGE{i}".encode(): b"y" * 100000 for i in range(12)}
+    env[b"XR_COUNT"] = setup.count.encode()
+    served = _run_bytes(setup, [b"online"], env)
+    local = _run_bytes(setup, [b"online"], env, helper=False)
+    assert served == local and served[0] == 0
+    assert setup.runs_counted() == 2
+
+
+def test_the_original_inherits_no_helper_fd(setup):
+    setup.start_helper()
+    _, code, out, _ = setup.run("xr-echo", ["online"], XR_FDS="1")
+    _, code2, out2, _ = setup.run("xr-echo", ["online"], helper=False, XR_FDS="1")
+    assert (code, out) == (code2, out2)
+    assert len(setup.served()) == 1
+
+
+def _fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_two_hundred_events_leak_no_fd_zombie_or_memory(setup):
+    """Idle, the main process holds 0-2, the listener and two pipes (8 fds); an idle
+    supervisor 0-2, the listener, its notify pipe and its worker's socket (6)."""
+    helper = setup.start_helper("--spares", "1", "--max-events", "1")
+    pid, code, _, _ = setup.run("xr-write", ["online", "vif=warm"])
+    assert code == 0
+    wait_served(setup, pid)
+    supervisor = next(p for p in session_members(helper.pid) if p != helper.pid and _ppid(p) == helper.pid)
+    wait_for(lambda: (_fds(helper.pid), _fds(supervisor)) == (8, 6), "an idle helper")
+    rss = (_rss_kb(helper.pid), _rss_kb(supervisor))
+    for i in range(150):   # a supervisor serves 200 events, then a fresh one takes over
+        _, code, _, err = setup.run("xr-write", ["online", f"vif=l{i}"])
+        assert (code, err) == (0, "")
+    wait_for(lambda: (_fds(helper.pid), _fds(supervisor)) == (8, 6), "the helper idle again")
+    growth = (_rss_kb(helper.pid) - rss[0], _rss_kb(supervisor) - rss[1])
+    assert max(growth) < 2048, growth   # kB
+    for i in range(60):
+        _, code, _, _ = setup.run("xr-write", ["online", f"vif=m{i}"])
+        assert code == 0
+    wait_for(lambda: len(setup.served()) == 211, "every event reported")
+    wait_for(lambda: not os.path.exists(f"/proc/{supervisor}"), "the retired supervisor reaped")
+    wait_for(lambda: len(session_members(helper.pid)) == 3, "main, a supervisor, its worker")
+    wait_for(lambda: not _zombie_children(session_members(helper.pid)), "no zombie")
+    wait_for(lambda: _fds(helper.pid) == 8, "the main process's fds")
+
+
+def _zombie_children(parents):
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) in parents:
+                out.append(int(name))
+    return out
+
+
+def test_invalid_rules_fall_back_as_in_process_and_the_helper_recovers(setup):
+    setup.start_helper()
+    with open(os.path.join(setup.dir, "originals", "xr-write"), "w") as f:
+        f.write('#!/bin/sh\necho "original xr-write $*"\nexit 3\n')
+    os.chmod(os.path.join(setup.dir, "originals", "xr-write"), 0o755)
+    path = os.path.join(setup.dir, "rules", "50-test.yaml")
+    with open(path, "w") as f:
+        f.write("- rule: [broken\n")
+    served_pid, *served = setup.run("xr-write", ["online", "vif=bad"])
+    _, *local = setup.run("xr-write", ["online", "vif=bad"], helper=False)
+    wait_served(setup, served_pid)
+    assert served == local
+    assert served[:2] == [3, "original xr-write online vif=bad\n"]
+    setup.set_rule("fixed")
+    pid, code, _, err = setup.run("xr-write", ["online", "vif=good"])
+    assert (code, err) == (0, "")
+    wait_served(setup, pid)
+    assert xs_read(setup, "/test/good") == "fixed"
+
+
+def test_helper_refuses_a_symlinked_socket_directory(setup):
+    real = os.path.join(setup.dir, "real")
+    os.mkdir(real, 0o700)
+    os.symlink(real, os.path.join(setup.dir, "run"))
+    proc = subprocess.run([PYTHON, "-m", "xenrules.helper", "--socket", setup.socket],
+                          env=dict(setup.env, PYTHONPATH=REPO), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "owned by root with mode 0700" in proc.stderr
+    assert os.listdir(real) == []
+
+
+def test_helper_refuses_a_socket_directory_inside_one_others_can_write(setup):
+    os.chmod(setup.dir, 0o777)   # anyone could rename run/ away and put their own in its place
+    os.mkdir(os.path.dirname(setup.socket), 0o700)
+    proc = subprocess.run([PYTHON, "-m", "xenrules.helper", "--socket", setup.socket],
+                          env=dict(setup.env, PYTHONPATH=REPO), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "writable by others than root" in proc.stderr
+    assert not os.path.exists(setup.socket)
+
+
+def test_a_socket_planted_at_the_path_is_replaced_by_the_helpers_own(setup):
+    os.mkdir(os.path.dirname(setup.socket), 0o700)
+    planted = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    planted.bind(setup.socket)
+    os.chown(setup.socket, 65534, 65534)
+    os.chmod(setup.socket, 0o666)
+    try:
+        setup.start_helper()
+        wait_for(lambda: os.stat(setup.socket).st_uid == 0, "the helper's socket")
+        st = os.stat(setup.socket)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+        pid, code, _, _ = setup.run("xr-write", ["online", "vif=p"])
+        assert code == 0
+        wait_served(setup, pid)
+    finally:
+        planted.close()
+
+
+def test_a_peer_that_sends_more_then_goes_still_has_its_event_stopped(setup):
+    """Stray data after the request must not blind the supervisor to the peer's end."""
+    setup.start_helper()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(20)
+    s.connect(setup.socket)
+    assert marshal.loads(s.recv(64)) == ("ready",)
+    r, w = os.pipe()
+    os.write(w, b"!")
+    os.close(w)
+    own = [os.open("/dev/null", os.O_RDWR), os.open(setup.dir, os.O_RDONLY),
+           os.open("/proc/self/ns/net", os.O_RDONLY), r]
+    env = dict(setup.env, XR_COUNT=setup.count, XR_SLEEP="60")
+    request = marshal.dumps((2, [os.path.join(setup.dir, "bin", "xr-echo"), "online"], env, 0o22))
+    try:
+        socket.send_fds(s, [request], [own[0], own[0], own[0], own[1], own[2], own[3]])
+        wait_for(lambda: setup.runs_counted() == 1, "the script to start")
+        with open(setup.count) as f:
+            script_pid = int(f.read().split()[0])
+        s.send(b"stray")
+        s.close()
+        wait_for(lambda: not alive(script_pid), "the script to be killed")
+    finally:
+        for fd in own:
+            os.close(fd)
+        s.close()
+
+
+def test_log_timestamps_use_the_launchers_time_zone(setup):
+    setup.start_helper()
+    log = setup.env["XENRULES_LOG_FILE"]
+    before = time.gmtime()
+    pid, code, _, _ = setup.run("xr-write", ["online", "vif=tz"], TZ="XRT-13",
+                                XENRULES_LOG_LEVEL="debug")
+    after = time.gmtime()
+    assert code == 0
+    wait_served(setup, pid)
+    with open(log) as f:
+        lines = [line for line in f if "xr-write" in line]   # this event's only
+    assert lines
+    hours = {f"{(t.tm_hour + 13) % 24:02d}" for t in (before, after)}
+    assert {line.split()[1].split(":")[0] for line in lines} <= hours, (lines, hours)

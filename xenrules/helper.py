@@ -12,15 +12,18 @@ compiled rules in memory, and serves each event in pre-forked processes.
 The conversation (unix SOCK_SEQPACKET, each message marshal-encoded):
 
     helper -> launcher   ("ready",)               (a supervisor accepted)
-    launcher -> helper   (PROTOCOL, argv, env, umask) + fds 0, 1, 2, cwd, netns
+    launcher -> helper   (PROTOCOL, argv, env, umask) + fds 0, 1, 2, cwd, netns, token
     helper -> launcher   ("decline", why)          (nothing ran)
                       or ("exit", wait status)     (the event ran)
 
 "Never twice": the launcher waits for "ready" with a timeout; if none
 comes (helper hung or overloaded), it closes the connection and runs the
 event in-process, and the helper side, reading EOF instead of a request,
-does nothing. Once the launcher has sent its request it never runs the
-event itself, except after a "decline". helper_event.py serves one event.
+does nothing. The token (a pipe holding one byte) decides who runs an event
+once requested: the supervisor reads it before handing the event to its
+worker; the launcher reads it only if no answer comes in time (or the
+helper goes), and runs the event itself only if it got the byte, or after a
+"decline" (nothing ran). helper_event.py serves one event.
 
 Safety: the socket lives in a root-only directory (0700) with mode 0600,
 every peer must be uid 0 (SO_PEERCRED), and the launcher checks that the
@@ -54,12 +57,24 @@ def listener_from_systemd():
 
 def bind(path):
     """Listen on path, in a directory only root can enter; socket mode 0600."""
+    import stat
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    st = os.stat(directory)
-    if st.st_uid != 0 or st.st_mode & 0o077:
-        raise SystemExit(f"xenrules-helper: {directory} must be owned by root with mode 0700 "
-                         f"(is uid {st.st_uid}, mode {st.st_mode & 0o7777:o})")
+    st = os.lstat(directory)   # not a symlink: whoever owns the link's directory could swap it
+    if st.st_uid != 0 or st.st_mode & 0o077 or not stat.S_ISDIR(st.st_mode):
+        raise SystemExit(f"xenrules-helper: {directory} must be a directory owned by root with "
+                         f"mode 0700 (is uid {st.st_uid}, mode {st.st_mode & 0o177777:o})")
+    # Nobody but root may rename or replace it: every directory above is root's,
+    # and writable by others only if sticky (/tmp).
+    parent = os.path.dirname(directory)
+    while True:
+        st = os.stat(parent)
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise SystemExit(f"xenrules-helper: {parent} is writable by others than root "
+                             f"(uid {st.st_uid}, mode {st.st_mode & 0o7777:o})")
+        if parent == os.path.dirname(parent):
+            break
+        parent = os.path.dirname(parent)
     # Bound under a temporary name and renamed once listening: the path never
     # refuses connections, and a stale socket of a helper that died is replaced.
     tmp = f"{path}.{os.getpid()}"
@@ -131,6 +146,7 @@ class Pool:
                 ruleset.prime(self.config, NullLog())
             except Exception:
                 pass
+            helper_pid = os.getpid()
             try:
                 pid = os.fork()
             except OSError as e:
@@ -143,7 +159,7 @@ class Pool:
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     for fd in (self.notify_r, self.wake_r, self.wake_w):
                         os.close(fd)
-                    code = helper_event.spare(self.listener, self.notify_w, self.stats)
+                    code = helper_event.spare(self.listener, self.notify_w, self.stats, helper_pid)
                 finally:
                     os._exit(code)
             self.state[pid] = "idle"
@@ -196,8 +212,12 @@ def main(argv=None):
     if args.spares < 1 or args.max_events < args.spares:
         ap.error("need 1 <= --spares <= --max-events")
     config = warm_up(os.environ)
-    listener = listener_from_systemd() or bind(args.socket)
-    log(f"serving on {listener.getsockname() or 'the socket systemd passed'}")
+    listener = listener_from_systemd()
+    if listener is None:
+        listener = bind(args.socket)
+        log(f"serving on {args.socket}")   # getsockname() would give the name it was bound under
+    else:
+        log("serving on the socket systemd passed")
     try:
         Pool(listener, config, args.stats, args.spares, args.max_events).serve()
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ worker for each, forked before the next accept). For each event it:
 1. accepts one connection, tells the helper (which forks a new spare),
    checks the peer is uid 0 (SO_PEERCRED) and says "ready";
 2. receives the request; checks it is well formed and that the launcher is
-   in the helper's network namespace, else declines (nothing ran);
+   in the helper's network namespace, else declines (nothing ran); takes
+   the event's token (if the launcher took it back, it runs the event and
+   the supervisor does nothing);
 3. hands argv, environment, umask, the fds 0/1/2, cwd and the connection to
    the worker, which runs the event and sends the exit status to the
    launcher itself (after telling the supervisor it is done);
@@ -26,8 +28,8 @@ import socket
 import struct
 import sys
 
-PROTOCOL = 1
-FDS = 5                    # stdin, stdout, stderr, cwd, network namespace
+PROTOCOL = 2
+FDS = 6                    # stdin, stdout, stderr, cwd, network namespace, token
 MAX_MESSAGE = 1 << 20      # argv + environment; a hotplug env is a few KB
 REQUEST_TIMEOUT = 10.0     # a client that connects and says nothing
 PR_SET_PDEATHSIG = 1
@@ -57,12 +59,11 @@ def die_with_parent(sig):
 EVENTS_PER_SPARE = 200   # then a supervisor exits and the helper forks a fresh one
 
 
-def spare(listener, notify_fd, stats):
-    """A forked supervisor: serve events one at a time, each with a worker forked
-    in advance. Returns an exit code. Tells the helper (notify_fd) when it turns
-    busy (its pid) and idle again (minus its pid)."""
-    helper = os.getppid()
-    die_with_parent(signal.SIGTERM)
+def spare(listener, notify_fd, stats, helper):
+    """A forked supervisor of the helper (pid `helper`): serve events one at a
+    time, each with a worker forked in advance. Returns an exit code. Tells the
+    helper (notify_fd) when it turns busy (its pid) and idle again (minus its pid)."""
+    die_with_parent(signal.SIGTERM)   # the loop's getppid() check covers a death before this
     for _ in range(EVENTS_PER_SPARE):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)   # idle: a stopping helper ends us
         if os.getppid() != helper:
@@ -94,6 +95,7 @@ def spare(listener, notify_fd, stats):
 
 def _fork_worker(listener, notify_fd):
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    supervisor = os.getpid()
     worker = os.fork()
     if worker == 0:
         code = 1
@@ -101,7 +103,7 @@ def _fork_worker(listener, notify_fd):
             here.close()
             listener.close()
             os.close(notify_fd)
-            code = worker_main(there)
+            code = worker_main(there, supervisor)
         finally:
             os._exit(code)
     there.close()
@@ -131,20 +133,16 @@ def supervise(conn, here, worker, stats):
     try:
         conn.send(marshal.dumps(("ready",)))
         data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, FDS)
+    except (OSError, ValueError):
+        return 1   # the launcher went, or sent garbage: it has not committed
+    try:
         if not data:
             return 0   # the launcher gave up waiting and runs the event itself
-        version, argv, env, umask = marshal.loads(data)
-        if version != PROTOCOL or len(fds) != FDS:
-            return _decline(conn, f"protocol {version}, {len(fds)} fds")
-        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
-                and isinstance(env, dict) and isinstance(umask, int)):
-            return _decline(conn, "malformed request")
-        ns, own = os.fstat(fds[4]), os.stat("/proc/self/ns/net")
-        if (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino):
-            return _decline(conn, "another network namespace")
-        socket.send_fds(here, [marshal.dumps((argv, env, umask))], fds[:4] + [conn.fileno()])
-    except (OSError, ValueError, EOFError, TypeError):
-        return 1
+        why = _hand_over(data, fds, here, conn)
+        if why:
+            return _decline(conn, why)
+    except Exception as e:   # whatever went wrong, nothing ran: the launcher runs it
+        return _decline(conn, f"cannot take the event: {e!r}")
     finally:
         for fd in fds:
             os.close(fd)
@@ -156,6 +154,35 @@ def supervise(conn, here, worker, stats):
     if not told:
         _tell(conn, status)
     return 0
+
+
+def _c_string(value):
+    return isinstance(value, str) and "\0" not in value
+
+
+def _hand_over(data, fds, here, conn):
+    """Check the request and give it to the worker; a reason to decline, or None."""
+    request = marshal.loads(data)
+    if not (isinstance(request, tuple) and len(request) == 4 and request[0] == PROTOCOL
+            and len(fds) == FDS):
+        return f"not a protocol {PROTOCOL} request with {FDS} fds"
+    _version, argv, env, umask = request
+    if not (isinstance(argv, list) and argv and all(_c_string(a) for a in argv)
+            and isinstance(env, dict) and isinstance(umask, int) and 0 <= umask <= 0o777
+            and all(_c_string(k) and k and "=" not in k and _c_string(v) for k, v in env.items())):
+        return "malformed request"   # what no exec'd launcher can have sent
+    ns, own = os.fstat(fds[4]), os.stat("/proc/self/ns/net")
+    if (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino):
+        return "another network namespace"
+    os.set_blocking(fds[5], False)
+    try:
+        if os.read(fds[5], 1) == b"":
+            return "the launcher took the event back"   # it runs it: not here too
+    except BlockingIOError:
+        return "the launcher took the event back"
+    # Ours now: declining after this point still means "nothing ran".
+    socket.send_fds(here, [marshal.dumps((argv, env, umask))], fds[:4] + [conn.fileno()])
+    return None
 
 
 def _tell(conn, status):
@@ -205,7 +232,7 @@ def _wait(conn, worker, here):
                         pass
                     os.wait4(worker, 0)
                     return None, None, False
-                poller.unregister(conn.fileno())   # stray data: ignore it, keep waiting
+                # stray data: read and ignored; its end (POLLHUP, EOF) still stops the event
     finally:
         os.close(pidfd)
 
@@ -237,17 +264,19 @@ def _record(path, peer_pid, usage):
         pass
 
 
-def worker_main(there):
+def worker_main(there, supervisor):
     """The pre-forked worker: wait for the event from the supervisor, run it."""
     os.setpgid(0, 0)
     die_with_parent(signal.SIGKILL)
-    if os.getppid() == 1:
-        return 1
+    if os.getppid() != supervisor:
+        return 1   # it died before PR_SET_PDEATHSIG took effect
     try:
         data, fds, _flags, _addr = socket.recv_fds(there, MAX_MESSAGE, 5)
     except OSError:
         return 1
     if not data or len(fds) != 5:
+        for fd in fds:
+            os.close(fd)
         return 0   # the supervisor ended without an event
     argv, env, umask = marshal.loads(data)
     conn = socket.socket(fileno=fds.pop())
@@ -270,6 +299,8 @@ def run_event(argv, env, umask, fds, done, conn):
     os.umask(umask)
     os.environ.clear()
     os.environ.update(env)     # putenv too: subprocesses and an exec'd original see it
+    import time
+    time.tzset()               # log timestamps in the launcher's TZ, as a fresh interpreter's
     sys.argv = list(argv)
     code = 1
     try:
