@@ -168,3 +168,14 @@ def explain(orig, xr):
         if o.get("stderr"):
             lines.append("xenrules event %d stderr: %s" % (i, o["stderr"].strip()[-2000:]))
     return "\n".join(lines)
+
+
+def assert_same(orig, xr, **kw):
+    """The two end states are equal once diagnostics (and what kw drops or masks) are set aside."""
+    a, b = comparable(orig, **kw), comparable(xr, **kw)
+    assert a == b, explain(a, b)
+
+
+def exits(state):
+    """The exit code of every event of a compared run, in order."""
+    return [o["exit"] for o in state["outcomes"]]

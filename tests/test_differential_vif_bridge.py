@@ -10,22 +10,13 @@ import os
 
 import pytest
 
-from differential import (Event, Scenario, comparable, compare_scenario, explain, offline,
-                          online, tap_add, tap_remove)
+from differential import (assert_same, compare_scenario, Event, exits, offline, online, Scenario,
+                          tap_add, tap_remove)
 
 pytestmark = pytest.mark.netns
 
 BACK = "/local/domain/0/backend/vif/1/0"
 FRONT = "/local/domain/1/device/vif/0"
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
 
 
 def test_online(dom0_factory, originals):

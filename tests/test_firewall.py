@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from differential import (Scenario, comparable, compare_scenario, explain, offline, online,
+from differential import (assert_same, compare_scenario, exits, offline, online, Scenario,
                           tap_add, tap_remove)
 from events import BACK, why, wait_for
 from xenrules.locking import HotplugLock
@@ -37,15 +37,6 @@ def upstream_originals(originals, tmp_path, monkeypatch):
     common.write_text(text.replace(DEBIAN_NOOP, ""))
     monkeypatch.setenv("XENRULES_ORIGINALS_DIR", str(copy))
     return str(copy)
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
 
 
 def forward_rules(state):

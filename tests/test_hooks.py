@@ -20,8 +20,8 @@ import textwrap
 
 import pytest
 
-from differential import (Scenario, build, comparable, explain, normalize, offline, online,
-                          run_events, tap_add, tap_remove)
+from differential import (assert_same, build, exits, normalize, offline, online, run_events,
+                          Scenario, tap_add, tap_remove)
 from events import BACK, wait_for, why
 from xenrules.errors import StepError
 from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT
@@ -103,15 +103,6 @@ def compare_with_hooks(dom0_factory, scenario, hooks, tmp_path, originals):
                         for r in results]
         out.append(st)
     return out
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
 
 
 def recorded(state):

@@ -15,8 +15,7 @@ import subprocess
 
 import pytest
 
-from differential import Event, Scenario, comparable, compare_scenario, explain
-from test_vif_route_differential import settled_snapshots  # noqa: F401 (autouse)
+from differential import assert_same, compare_scenario, Event, exits, Scenario
 from test_firewall import upstream_originals  # noqa: F401 (fixture)
 from xenrules.sandbox.dhcp import (SAMPLE_CONF, SAMPLE_DHCP3_DEFAULTS, SAMPLE_ISC_DEFAULTS,
                                    DhcpDom0)
@@ -94,15 +93,6 @@ def steps(*setups):
 
 def run(factory, events, *setups):
     return compare_scenario(factory, Scenario("vif-nat", events, setup=steps(*setups)))
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
 
 
 def routes(state):

@@ -14,7 +14,6 @@ import pytest
 
 from events import wait_for
 from test_steps_dhcpd import wait_for_flock_waiter
-from test_vif_route_differential import settled_snapshots  # noqa: F401 (autouse)
 from xenrules.locking import HotplugLock
 from xenrules.sandbox.dhcp import SAMPLE_CONF, SAMPLE_DHCP3_DEFAULTS, DhcpDom0
 from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT

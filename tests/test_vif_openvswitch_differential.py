@@ -11,8 +11,7 @@ Intended differences are spelt out where they occur.
 
 import pytest
 
-from differential import (Event, Scenario, comparable, compare_scenario, explain, offline,
-                          online)
+from differential import assert_same, compare_scenario, Event, exits, offline, online, Scenario
 from xenrules.sandbox.ovs import ovs_dom0
 
 pytestmark = pytest.mark.netns
@@ -52,15 +51,6 @@ def on(**kw):
 
 def off(**kw):
     return offline(script=SCRIPT, **kw)
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
 
 
 def port(state, name="vif1.0"):

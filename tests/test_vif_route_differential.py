@@ -13,9 +13,8 @@ import os
 import pytest
 
 from events import wait_for
-from differential import (Event, Scenario, comparable, compare_scenario, explain, offline,
-                          online, tap_add, tap_remove)
-from xenrules.sandbox.dom0 import SimulatedDom0
+from differential import (assert_same, compare_scenario, Event, exits, offline, online, Scenario,
+                          tap_add, tap_remove)
 from test_firewall import upstream_originals  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.netns
@@ -24,40 +23,6 @@ SCRIPT = "vif-route"
 BACK = "/local/domain/0/backend/vif/1/0"
 DOM0_IP = "192.0.2.1"
 PROXY_ARP = "net.ipv4.conf.%s.proxy_arp"
-
-
-def link_states_settled(dom0):
-    """True once the kernel has derived every veth's operstate from its flags.
-
-    linkwatch computes operstate asynchronously (up to a second late on a
-    busy machine): a snapshot taken right after an event may still show
-    UNKNOWN where the flags already say UP without carrier. Waiting for it
-    hides no difference: the flags themselves are compared."""
-    for link in dom0.ip_json("-d", "link", "show"):
-        if (link.get("linkinfo") or {}).get("info_kind") != "veth":
-            continue
-        flags = link.get("flags", [])
-        if "UP" not in flags:
-            want = ("DOWN",)
-        elif "LOWER_UP" in flags:
-            want = ("UP",)
-        else:
-            want = ("LOWERLAYERDOWN", "DOWN")
-        if link.get("operstate") not in want:
-            return False
-    return True
-
-
-@pytest.fixture(autouse=True)
-def settled_snapshots(monkeypatch):
-    """Every SimulatedDom0.state() of the test first waits for link_states_settled
-    (if they never settle, the snapshot is taken anyway and the comparison shows it)."""
-    real_state = SimulatedDom0.state
-
-    def state(self, xenstore=True):
-        wait_for(lambda: link_states_settled(self), timeout=10)
-        return real_state(self, xenstore)
-    monkeypatch.setattr(SimulatedDom0, "state", state)
 
 
 def add_uplink(dom0, name="eth0", cidr=DOM0_IP + "/24", n=1):
@@ -93,15 +58,6 @@ def up(**kw):
 
 def down(**kw):
     return offline(script=SCRIPT, **kw)
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
 
 
 def vif_routes(state, dev="vif1.0"):

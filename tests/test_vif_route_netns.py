@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from test_vif_route_differential import add_uplink, settled_snapshots  # noqa: F401 (autouse)
+from test_vif_route_differential import add_uplink
 
 pytestmark = pytest.mark.netns
 

@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from differential import Event, comparable, explain, normalize, run_events
+from differential import assert_same, comparable, Event, exits, explain, normalize, run_events
 from xenrules.sandbox.originals import originals_dir
 
 pytestmark = pytest.mark.netns
@@ -82,15 +82,6 @@ def run(dom0_factory, *events, setup=vscsi_backend, shell="bash"):
                            for r in results]
         states.append(state)
     return states
-
-
-def exits(state):
-    return [o["exit"] for o in state["outcomes"]]
-
-
-def assert_same(orig, xr, **kw):
-    a, b = comparable(orig, **kw), comparable(xr, **kw)
-    assert a == b, explain(a, b)
 
 
 def assert_same_but_exit(orig, xr, **kw):
