@@ -44,7 +44,8 @@ deps-build:
 # lintian's report is shown here and must be clean in the package tests.
 deb: deps-build
 	$(PYTHON) tools/build_deb.py
-	lintian --info --display-info $(DEB) || true
+	@# lintian leaves mldbm-elf-* files in TMPDIR: a private one, removed after
+	tmp=$$(mktemp -d) && { TMPDIR=$$tmp lintian --info --display-info $(DEB) || true; }; rm -rf "$$tmp"
 	@echo "built $(DEB): apt install ./$(DEB)"
 
 # The test command: installs what it needs, then the whole suite.

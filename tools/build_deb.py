@@ -82,8 +82,12 @@ def build(version=None, out=DEFAULT_OUT, source=REPO_ROOT):
 
 def lintian(deb):
     """(exit status, output) of lintian on the .deb, errors and warnings failing it."""
-    done = subprocess.run(["lintian", "--fail-on", "error,warning", "--display-info", "--info", deb],
-                          env=CLEAN_ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    import tempfile
+    # lintian leaves its mldbm-elf-* cache files in TMPDIR: give it one we remove
+    with tempfile.TemporaryDirectory(prefix="xr-lintian-") as tmp:
+        done = subprocess.run(["lintian", "--fail-on", "error,warning", "--display-info", "--info", deb],
+                              env=dict(CLEAN_ENV, TMPDIR=tmp), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
     return done.returncode, done.stdout + done.stderr
 
 
