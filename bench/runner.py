@@ -17,10 +17,8 @@ for the launched tree, the worker's and supervisor's from --stats, and the
 helper's VmHWM.
 """
 import os
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 
 from scenarios import REPO_ROOT
@@ -120,49 +118,10 @@ class Helper:
         self.log.close()
 
 
-def _killpg(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
 def run_in_ns(dom0, argv, env, timeout=40.0):
-    """Like SimulatedDom0.run (stdin /dev/null, output captured, wall and wait4
-    rusage), keeping the pid: `ip netns exec` execs the command, so the
-    pid is the launcher's, the one the helper's --stats lines name."""
-    from xenrules.sandbox.dom0 import HOTPLUG_LOG
-    full_env = dict(dom0._base_env(), **env)
-    try:
-        log_start = os.path.getsize(HOTPLUG_LOG)
-    except OSError:
-        log_start = 0
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(["ip", "netns", "exec", dom0.netns] + argv,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
-                                cwd="/", start_new_session=True)
-        timer = threading.Timer(timeout, _killpg, (proc.pid,))
-        timer.start()
-        try:
-            _, status, rusage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(argv, proc.returncode, out.read().decode("utf-8", "replace"),
-                                             err.read().decode("utf-8", "replace"))
-    result.pid, result.wall, result.rusage = proc.pid, wall, rusage
-    result.cpu = rusage.ru_utime + rusage.ru_stime
-    try:
-        with open(HOTPLUG_LOG, "rb") as fh:
-            fh.seek(log_start)
-            result.hotplug_log = fh.read().decode("utf-8", "replace")
-    except OSError:
-        result.hotplug_log = ""
-    return result
+    """SimulatedDom0.run: `ip netns exec` execs the command, so the result's pid
+    is the launcher's, the one the helper's --stats lines name."""
+    return dom0.run(argv, env, timeout=timeout)
 
 
 class Runner:

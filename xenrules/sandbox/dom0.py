@@ -289,7 +289,7 @@ class SimulatedDom0:
         """Run argv inside the namespace like libxl runs a hotplug script:
         stdin /dev/null, output captured, killed after ``timeout`` s.
 
-        The result is a CompletedProcess with extra attributes: ``wall`` (s),
+        The result is a CompletedProcess with extra attributes: ``pid``, ``wall`` (s),
         ``cpu`` (user+sys of the whole process tree, s, from wait4),
         ``rusage``, ``timed_out`` and ``hotplug_log`` (what was appended to
         /var/log/xen/xen-hotplug.log meanwhile).
@@ -333,6 +333,7 @@ class SimulatedDom0:
             stdout = out.read().decode("utf-8", "replace")
             stderr = err.read().decode("utf-8", "replace")
         result = subprocess.CompletedProcess(full_argv, proc.returncode, stdout, stderr)
+        result.pid = proc.pid   # `ip netns exec` execs argv: the command's own pid
         result.wall = wall
         result.rusage = rusage
         result.cpu = rusage.ru_utime + rusage.ru_stime
