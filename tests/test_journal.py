@@ -370,3 +370,30 @@ def test_a_killed_block_add_is_undone_by_the_remove_that_follows(blocks, origina
     assert after_kill.returncode == clean.returncode
     assert blocks.dom0.xs_read(vbd.backend_path(1, 51712) + "/hotplug-error").replace("51712", "") == \
         blocks.dom0.xs_read(vbd.backend_path(1, 51728) + "/hotplug-error").replace("51728", "")
+
+
+@pytest.mark.netns
+def test_the_warm_helper_undoes_every_journal_before_it_serves(bridged, tmp_path):
+    before = bridged.dom0.state()
+    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:6"))
+    assert bridged.journals()
+    sock = str(tmp_path / "helper" / "helper.sock")
+    os.makedirs(os.path.dirname(sock), mode=0o700)
+    env = bridged.env()
+    env.update({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XENSTORED_PATH": bridged.dom0.xenstore_socket})
+    out = open(tmp_path / "helper.out", "wb")
+    helper = subprocess.Popen(["ip", "netns", "exec", bridged.dom0.netns, PYTHON, "-m", "xenrules.helper",
+                               "--socket", sock], env=env, stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock) and helper.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(sock), (tmp_path / "helper.out").read_text()
+        assert bridged.journals() == []
+        assert "recovered 1 journal(s)" in (tmp_path / "helper.out").read_text()
+    finally:
+        os.killpg(helper.pid, signal.SIGKILL)   # its own session: the helper and its spares
+        helper.wait()
+        out.close()
+    assert bridged.dom0.state() == before

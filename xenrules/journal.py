@@ -34,7 +34,6 @@ import fcntl
 import marshal
 import os
 import stat
-import struct
 import time
 from zlib import crc32
 
@@ -42,7 +41,7 @@ from .errors import JournalError
 
 DEFAULT_DIR = "/run/xenrules/journal"
 SUFFIX = ".journal"
-_HEAD = struct.Struct("<II")          # length, crc32 of the payload
+HEAD = 8                              # length, crc32 of the payload: 4 bytes each, little-endian
 MAX_RECORD = 1 << 20                  # a record is a few hundred bytes; more is garbage
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 MAX_NAME = 240                        # NAME_MAX is 255
@@ -120,17 +119,18 @@ def check_dir(directory, create=True):
 
 def encode(record):
     payload = marshal.dumps(record)
-    return _HEAD.pack(len(payload), crc32(payload)) + payload
+    return len(payload).to_bytes(4, "little") + crc32(payload).to_bytes(4, "little") + payload
 
 
 def decode(data):
     """(records, torn): every whole record, and whether a torn tail was dropped."""
     records, pos = [], 0
     while pos < len(data):
-        if len(data) - pos < _HEAD.size:
+        if len(data) - pos < HEAD:
             return records, True
-        length, crc = _HEAD.unpack_from(data, pos)
-        payload = data[pos + _HEAD.size:pos + _HEAD.size + length]
+        length = int.from_bytes(data[pos:pos + 4], "little")
+        crc = int.from_bytes(data[pos + 4:pos + HEAD], "little")
+        payload = data[pos + HEAD:pos + HEAD + length]
         if length > MAX_RECORD or len(payload) != length or crc32(payload) != crc:
             return records, True
         try:
@@ -140,7 +140,7 @@ def decode(data):
         if not isinstance(record, dict) or not isinstance(record.get("k"), str):
             return records, True
         records.append(record)
-        pos += _HEAD.size + length
+        pos += HEAD + length
     return records, False
 
 
