@@ -397,3 +397,69 @@ def test_the_warm_helper_undoes_every_journal_before_it_serves(bridged, tmp_path
         helper.wait()
         out.close()
     assert bridged.dom0.state() == before
+
+
+# -- the firewall, dhcpd files, ovs --------------------------------------------------
+
+@pytest.mark.netns
+@pytest.mark.parametrize("point", ["apply:7", "firewall.vif.rule", "after:7"])
+def test_firewall_rules_of_a_killed_online_are_deleted(dom0_factory, tmp_path, point):
+    dom0 = dom0_factory()
+    dom0.add_vif(1, 0, ip="10.0.0.5 10.0.0.6")
+    k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    before = dom0.state()
+    k.killed(k.run("online", "type_if=vif", kill_at=point, XENRULES_FIREWALL="on"))
+    if point != "apply:7":
+        assert [l for l in dom0.firewall() if " -A " in l], "no rule was in before the kill"
+    k.ok(k.recover())
+    # iptables leaves its empty tables and chains behind (a clean offline too): the rules count
+    assert rules_only(dom0.state()) == rules_only(before)
+    assert k.journals() == [] and k.locks() == []
+
+
+def rules_only(state):
+    return dict(state, firewall=[line for line in state["firewall"] if " -A " in line])
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("point", ["after:10", "dhcpd.edited", "after:11", "after:12"])
+def test_dhcpd_files_of_a_killed_vif_nat_online_are_put_back(xs_server, tmp_path, point):
+    from test_vif_nat_netns import Nat
+    from xenrules.sandbox.dhcp import DhcpDom0
+    dom0 = DhcpDom0(xs_server.socket_path)
+    try:
+        dom0.add_vif(1, 0, script="vif-nat")
+        nat = Nat(dom0, tmp_path)
+        nat.dhcp_on()
+        journal_dir = str(tmp_path / "journal")
+        before = dom0.state()
+        proc = nat.run("online", dhcp="yes", XENRULES_JOURNAL_DIR=journal_dir, XENRULES_TEST_HOOKS="1",
+                       XENRULES_TEST_KILL_AT=point)
+        assert proc.returncode == -signal.SIGKILL, nat.why(proc)
+        assert dom0.dhcp_files() != before["dhcp"], "the kill came before the first edit"
+        env = dom0.hotplug_env(1, 0, script="vif-nat")
+        env.update(PYTHONPATH=REPO_ROOT, XENRULES_JOURNAL_DIR=journal_dir,
+                   XENRULES_LOCK_DIR=str(nat.lock_dir), XENRULES_LOG_FILE=str(nat.log_file))
+        proc = dom0.run([PYTHON, "-m", "xenrules", "recover"], env)
+        assert proc.returncode == 0, nat.why(proc)
+        assert dom0.state() == before
+        assert os.listdir(journal_dir) == [] and not os.listdir(nat.lock_dir)
+    finally:
+        dom0.destroy()
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("point", ["apply:2", "after:2", "after:3"])
+def test_the_ovs_port_of_a_killed_online_is_deleted(xs_server, tmp_path, point):
+    from xenrules.sandbox.ovs import ovs_dom0
+    dom0 = ovs_dom0(xs_server.socket_path)
+    try:
+        dom0.add_vif(1, 0, bridge="xenbr0", script="vif-openvswitch")
+        k = Killable(dom0, tmp_path, "vif-openvswitch",
+                     lambda: dom0.hotplug_env(1, 0, script="vif-openvswitch"))
+        before = dom0.state()
+        k.killed(k.run("online", "type_if=vif", kill_at=point))
+        k.ok(k.recover())
+        assert dom0.state() == before and k.journals() == []
+    finally:
+        dom0.destroy()

@@ -198,6 +198,7 @@ class _FileEdit(Step):
             self.record = self.undo_record(runtime)   # called alone (tests): plan it now
         if self.record is not None:
             write_in_place(self.args["file"], self.after)
+            runtime.test_point("dhcpd.edited")
 
     @classmethod
     def undo(cls, runtime, args, record):

@@ -178,6 +178,7 @@ class Vif(Step):
                 if not ok:
                     break
                 self.done.append([verb, rule])
+                runtime.test_point("firewall.vif.rule")
             if ok or verb == "-D":
                 if not ok:
                     runtime.log("debug", f"{why} (rule already gone?)")
