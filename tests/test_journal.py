@@ -97,6 +97,20 @@ def test_a_journal_unlinked_by_its_holder_is_not_taken_for_the_new_one(tmp_path)
     second.finish()
 
 
+def test_a_replay_cuts_a_torn_tail_so_its_own_marks_are_read_back(tmp_path):
+    j = journal.Journal(str(tmp_path / "j"), "/k")
+    j.acquire()
+    j.start({"event": "e"})
+    j.step(0, "link.up", {"dev": "x"}, {"ifindex": 3}, "f:1")
+    whole = os.path.getsize(j.path)
+    os.pwrite(j.fd, journal.encode({"k": "step", "n": 1})[:-3], whole)   # killed mid-write
+    records, torn = j.read()
+    assert torn and len(records) == 2 and os.path.getsize(j.path) == whole
+    j.undone(0)
+    assert j.read() == (records + [{"k": "undone", "n": 0}], False)
+    j.finish()
+
+
 # -- killed events in a simulated dom0 ----------------------------------------------
 
 class Killable:
@@ -209,6 +223,20 @@ def comparable(state):
     """Two sandboxes differ in their namespace-derived names only (the xenstore socket path)."""
     return {k: v for k, v in state.items() if k != "xenstore"} | {
         "xenstore": {k: v for k, v in state["xenstore"].items() if "/script" not in k}}
+
+
+@pytest.mark.netns
+def test_an_unsafe_journal_directory_refuses_the_event_before_it_changes_anything(bridged):
+    bridged.journal_dir.mkdir()
+    os.chmod(bridged.journal_dir, 0o755)
+    before = bridged.dom0.state()
+    proc = bridged.run("online", "type_if=vif")
+    assert proc.returncode == 1, bridged.why(proc)
+    after = bridged.dom0.state()
+    assert "mode 0700" in after["xenstore"].pop(BACK + "/hotplug-error")
+    assert after["xenstore"].pop(BACK + "/hotplug-status") == "error"
+    before["xenstore"].pop(BACK + "/hotplug-status")
+    assert after == before
 
 
 @pytest.mark.netns
@@ -463,3 +491,47 @@ def test_the_ovs_port_of_a_killed_online_is_deleted(xs_server, tmp_path, point):
         assert dom0.state() == before and k.journals() == []
     finally:
         dom0.destroy()
+
+
+def _spawn(k, words, **extra):
+    env = k.env(**extra)
+    env.update({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XENSTORED_PATH": k.dom0.xenstore_socket})
+    return subprocess.Popen(["ip", "netns", "exec", k.dom0.netns, PYTHON, "-m", "xenrules.hotplug",
+                             k.script] + list(words), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stopped(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.netns
+def test_a_second_event_for_the_device_waits_for_the_live_first_one(dom0_factory, tmp_path):
+    ref_dom0 = bridge_dom0(dom0_factory, "xrweb0")
+    os.makedirs(tmp_path / "ref")
+    ref = Killable(ref_dom0, tmp_path / "ref", "vif-bridge", lambda: ref_dom0.hotplug_env(1, 0))
+    ref.ok(ref.run("online", "type_if=vif"))
+    ref.ok(ref.run("offline", "type_if=vif"))
+    dom0 = bridge_dom0(dom0_factory, "xrweb0")
+    k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    first = _spawn(k, ["online", "type_if=vif"], XENRULES_TEST_HOOKS="1", XENRULES_TEST_STOP_AT="after:5")
+    second = None
+    try:
+        deadline = time.monotonic() + 30
+        while not _stopped(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _stopped(first.pid)
+        second = _spawn(k, ["offline", "type_if=vif"])
+        time.sleep(1.0)
+        assert second.poll() is None, "the offline ran while the online was half-way"
+        os.kill(first.pid, signal.SIGCONT)
+        assert first.wait(timeout=30) == 0
+        assert second.wait(timeout=30) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert comparable(dom0.state()) == comparable(ref_dom0.state())
+    assert k.journals() == []

@@ -78,7 +78,7 @@ def execute(rule, context, runtime, dry_run=False):
         out.failed, out.code = (spec, message, "error"), 1
         log("err", f"{where(rule, spec)}: rule {rule['name']}: {message}")
         if not dry_run:
-            _report_failure(runtime, message, "error")
+            report_failure(runtime, message, "error")
         return out
     journal = None if dry_run else runtime.journal
     if journal is not None:
@@ -94,7 +94,7 @@ def execute(rule, context, runtime, dry_run=False):
             out.trace.append((spec, "failed", str(e), 0.0))
             out.failed, out.code = (spec, str(e), "error"), 1
             log("err", f"{where(rule, spec)}: rule {rule['name']}: {e}")
-            _report_failure(runtime, str(e), "error")
+            report_failure(runtime, str(e), "error")
             return out
     applied = []     # (n, spec, step) journaled or revertable, in order
     for n, spec in enumerate(steps):
@@ -139,7 +139,7 @@ def execute(rule, context, runtime, dry_run=False):
             log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: {message}")
             if not dry_run:
                 _revert(rule, applied, runtime)
-                _report_failure(runtime, message, "busy" if busy else "error")
+                report_failure(runtime, message, "busy" if busy else "error")
             return out
         elapsed = time.monotonic() - started
         out.trace.append((spec, "would run" if dry_run else "done", detail, elapsed))
@@ -159,7 +159,7 @@ def _revert(rule, applied, runtime):
     undo_steps(runtime, runtime.journal, steps, live={n: step for n, _, step in applied})
 
 
-def _report_failure(runtime, message, status):
+def report_failure(runtime, message, status):
     """Tell libxl, like the bash fatal/ebusy: hotplug-error, then hotplug-status."""
     try:
         backend = runtime.backend_path()

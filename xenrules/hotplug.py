@@ -33,7 +33,13 @@ def handle(argv0, words, env, echo=None):
             from .recovery import replay_for_event
             replay_for_event(journal, config, event, log)
     except XenrulesError as e:
+        # nothing done: refuse, like any failure before the first step
         log("err", f"{event.describe()}: {e}")
+        runtime = Runtime(config, event, log)
+        try:
+            engine.report_failure(runtime, str(e), "error")
+        finally:
+            runtime.close()
         return 1
     try:
         return _run(config, event, log, journal, started)

@@ -124,24 +124,30 @@ def encode(record):
 
 def decode(data):
     """(records, torn): every whole record, and whether a torn tail was dropped."""
+    records, end = _decode(data)
+    return records, end < len(data)
+
+
+def _decode(data):
+    """(every whole record, where the last one ends)."""
     records, pos = [], 0
     while pos < len(data):
         if len(data) - pos < HEAD:
-            return records, True
+            return records, pos
         length = int.from_bytes(data[pos:pos + 4], "little")
         crc = int.from_bytes(data[pos + 4:pos + HEAD], "little")
         payload = data[pos + HEAD:pos + HEAD + length]
         if length > MAX_RECORD or len(payload) != length or crc32(payload) != crc:
-            return records, True
+            return records, pos
         try:
             record = marshal.loads(payload)
         except (ValueError, EOFError, TypeError):
-            return records, True
+            return records, pos
         if not isinstance(record, dict) or not isinstance(record.get("k"), str):
-            return records, True
+            return records, pos
         records.append(record)
         pos += HEAD + length
-    return records, False
+    return records, pos
 
 
 class Journal:
@@ -209,9 +215,14 @@ class Journal:
                 time.sleep(0.01)
 
     def read(self):
-        """The records in the file now (its own fd: no other writer while flocked)."""
+        """(records, torn): the records in the file now (no other writer while
+        flocked). A torn tail is cut off, so that what the replay appends
+        (its undone marks) is read back by the next one."""
         size = os.fstat(self.fd).st_size
-        return decode(os.pread(self.fd, size, 0))
+        records, end = _decode(os.pread(self.fd, size, 0))
+        if end < size:
+            os.ftruncate(self.fd, end)
+        return records, end < size
 
     def append(self, record, sync=True):
         try:
@@ -260,6 +271,8 @@ class Journal:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        except OSError:
+            os.ftruncate(self.fd, 0)   # cannot unlink: an empty journal replays nothing
         os.close(self.fd)
         self.fd = None
         self.started = False
