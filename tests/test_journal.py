@@ -535,3 +535,23 @@ def test_a_second_event_for_the_device_waits_for_the_live_first_one(dom0_factory
                 proc.wait()
     assert comparable(dom0.state()) == comparable(ref_dom0.state())
     assert k.journals() == []
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("point", ["after:1", "after:2"])
+def test_a_killed_offline_is_undone_and_the_next_offline_does_it_all(dom0_factory, tmp_path, point):
+    ref_dom0 = bridge_dom0(dom0_factory, "xrweb0")
+    os.makedirs(tmp_path / "ref")
+    ref = Killable(ref_dom0, tmp_path / "ref", "vif-bridge", lambda: ref_dom0.hotplug_env(1, 0))
+    ref.ok(ref.run("online", "type_if=vif"))
+    online = ref_dom0.state()
+    ref.ok(ref.run("offline", "type_if=vif"))
+    dom0 = bridge_dom0(dom0_factory, "xrweb0")
+    k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    k.ok(k.run("online", "type_if=vif"))
+    k.killed(k.run("offline", "type_if=vif", kill_at=point))
+    k.ok(k.recover())
+    assert comparable(dom0.state()) == comparable(online)     # as before the killed offline
+    k.ok(k.run("offline", "type_if=vif"))
+    assert comparable(dom0.state()) == comparable(ref_dom0.state())
+    assert k.journals() == []

@@ -16,7 +16,7 @@ shares its vif's backend). The network namespace is part of the name:
 links of a journal only make sense in the namespace that made them.
 
 A record: 4-byte length, 4-byte CRC-32, then a marshal-encoded dict. Kinds:
-  {"k": "event", "event", "pid", "key", "xenstore", "lock_dir"}  first record
+  {"k": "event", "v": 1, "event", "pid", "key", "xenstore", "lock_dir"}  first record
   {"k": "step", "n", "type", "args", "undo", "where"}   step n is about to apply
   {"k": "note", "n", "more"}                            merged into step n's undo
   {"k": "undone", "n"}                                  step n is reverted

@@ -82,6 +82,9 @@ def replay(journal, config, event, log, dry_run=False, out=None):
         log("info", f"journal {journal.path}: torn last record ignored (it was never complete)")
     if not header and not steps:
         return False, []
+    if header.get("v", 1) != 1:
+        # written by another version of xenrules: its records are not ours to read
+        raise JournalError(f"journal {journal.path} has format {header.get('v')!r}, not 1")
     what = header.get("event", "?")
     if dry_run:
         out(f"{journal.key}: killed event {what} (pid {header.get('pid', '?')}), "

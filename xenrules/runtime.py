@@ -51,7 +51,7 @@ class Runtime:
             return
         if not journal.started:
             journal.acquire()
-            journal.start({"event": self.event.describe(), "pid": os.getpid(),
+            journal.start({"v": 1, "event": self.event.describe(), "pid": os.getpid(),
                            "key": journal.key, "xenstore": os.environ.get("XENSTORED_PATH", ""),
                            "lock_dir": self.lock_dir})
         journal.step(n, step.type_name, step.args, step.record, where)

@@ -187,6 +187,7 @@ class _FileEdit(Step):
         before = read_text(path)
         self.removed = []
         self.after = self.edit(before)
+        self.planned = True
         if self.after == before:
             return None
         # the whole text before (a dhcpd.conf is a few KB): undo restores it
@@ -194,7 +195,7 @@ class _FileEdit(Step):
         return {"before": before, "after_crc": _crc(self.after), "removed": self.removed}
 
     def apply(self, runtime):
-        if self.record is None:
+        if not getattr(self, "planned", False):
             self.record = self.undo_record(runtime)   # called alone (tests): plan it now
         if self.record is not None:
             write_in_place(self.args["file"], self.after)
