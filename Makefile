@@ -80,3 +80,9 @@ bench: originals
 clean:
 	rm -rf .cache .pytest_cache build
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# antispoof (issue 12): vif-bridge online/offline with antispoof off and on,
+# and on with 1, 100 and 1000 other guests' elements loaded
+.PHONY: bench-antispoof
+bench-antispoof:
+	$(PYTHON) bench/antispoof.py

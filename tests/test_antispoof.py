@@ -144,3 +144,12 @@ def test_unknown_action_fails(ev, dom0, tmp_path):
     proc = step(ev, tmp_path, action="online-ish")
     assert proc.returncode == 1
     assert "is none of online, add, offline, remove" in dom0.xs_read(BACK + "/hotplug-error")
+
+
+def test_networks_go_to_the_interval_sets_and_leave_with_offline(ev, dom0, tmp_path):
+    assert step(ev, tmp_path, ip="10.0.1.0/24 192.0.2.10 2001:db8:1::/64").returncode == 0
+    got = elements(dom0)
+    assert len(got["addr4"]) == 1 and len(got["addr4net"]) == 1 and len(got["addr6net"]) == 1
+    assert len(got["ndtargetnet"]) == 1 and len(got["ndtarget"]) == 1     # the link-local
+    assert step(ev, tmp_path, action="offline").returncode == 0
+    assert elements(dom0) == {}

@@ -277,3 +277,18 @@ def test_routed_guest_sends_only_its_own_traffic(routed):
     assert routed.passed(spoofs) == names(spoofs)
     send(routed.guest, "g1.0", [arp("a", psrc="10.0.0.66", pdst="192.0.2.1").frame])
     assert "10.0.0.66" in neighbours(routed)
+
+
+def test_networks_in_ip_allow_their_whole_range(world):
+    world.plug_guest("192.0.2.128/25 2001:db8:5::/64")
+    world.far_end_on_bridge()
+    world.event("online", **ON)
+    inside = [udp("in-net-ipv4", "192.0.2.200", "192.0.2.99"),
+              udp("in-net-ipv6", "2001:db8:5::77", "ff02::1", dmac="33:33:00:00:00:01"),
+              icmp6("na-in-net", ICMPv6ND_NA(tgt="2001:db8:5::77", R=0, S=0)
+                    / ICMPv6NDOptDstLLAddr(lladdr=MAC), src="2001:db8:5::77")]
+    outside = [udp("out-net-ipv4", "192.0.2.66", "192.0.2.99"),
+               udp("out-net-ipv6", "2001:db8:6::77", "ff02::1", dmac="33:33:00:00:00:01")]
+    assert world.passed(inside + outside) == names(inside)
+    world.event("offline", **ON)
+    assert world.elements_of("vif1.0") == []

@@ -96,10 +96,12 @@ class Vif(Step):
         replace whatever is keyed by dev with `new`, in one transaction."""
         stale = {}
         for family in families:
+            if new:
+                # idempotent: creates a missing table, replaces an older
+                # package's rules; the table's elements stay
+                nft.run_fixed_text(guard.skeleton(family))
             listing = nft.list_table(family, guard.TABLE)
             if listing is None:
-                if new:
-                    nft.run_fixed_text(guard.skeleton(family))
                 continue
             for name, elems in guard.elements_of_dev(listing, dev).items():
                 stale.setdefault(name, []).extend(e for e in elems if e not in
