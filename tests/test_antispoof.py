@@ -153,3 +153,26 @@ def test_networks_go_to_the_interval_sets_and_leave_with_offline(ev, dom0, tmp_p
     assert len(got["ndtargetnet"]) == 1 and len(got["ndtarget"]) == 1     # the link-local
     assert step(ev, tmp_path, action="offline").returncode == 0
     assert elements(dom0) == {}
+
+
+def test_shipped_vif_bridge_tap_rule_guards_the_emulated_nic(dom0, tmp_path):
+    dom0.add_vif(1, 0, ip="192.0.2.10")
+    dom0.add_tap(1, 0)
+    env = dom0.hotplug_env(1, 0, type_if="tap")
+    env.update(XENRULES_ANTISPOOF="on", XENRULES_ANTISPOOF_RECORDS=str(tmp_path / "as"))
+    proc = dom0.run_xenrules("vif-bridge", ["add", "type_if=tap"], env)
+    assert proc.returncode == 0, (proc.stderr, proc.hotplug_log)
+    assert elements(dom0)["addr4"] == [{"concat": ["vif1.0-emu", "192.0.2.10"]}]
+    proc = dom0.run_xenrules("vif-bridge", ["remove", "type_if=tap"], env)
+    assert proc.returncode == 0, (proc.stderr, proc.hotplug_log)
+    assert elements(dom0) == {}
+
+
+def test_shipped_vif_openvswitch_rule_says_it_is_not_guarded(dom0, tmp_path):
+    # the rule logs before anything else: no switch is needed to see it
+    dom0.add_vif(1, 0, script="vif-openvswitch")
+    env = dom0.hotplug_env(1, 0, script="vif-openvswitch")
+    env.update(XENRULES_ANTISPOOF="on")
+    proc = dom0.run_xenrules("vif-openvswitch", ["online", "type_if=vif"], env)
+    assert "antispoof is on but not available on Open vSwitch: vif1.0 is not guarded" \
+        in proc.hotplug_log + proc.stderr

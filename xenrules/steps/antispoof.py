@@ -22,10 +22,9 @@ from .. import spoofguard as guard
 from ..errors import StepError
 from ..nft import Nft, NftError
 from .base import Step
+from .firewall import INSERTING, REMOVING     # the same verbs as the original firewall
 from .netlink import IFNAME, checked_name
 
-INSERTING = ("online", "add")
-REMOVING = ("offline", "remove")
 DEFAULT_RECORDS = "/run/xenrules/antispoof"
 
 
