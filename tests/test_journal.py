@@ -555,3 +555,24 @@ def test_a_killed_offline_is_undone_and_the_next_offline_does_it_all(dom0_factor
     k.ok(k.run("offline", "type_if=vif"))
     assert comparable(dom0.state()) == comparable(ref_dom0.state())
     assert k.journals() == []
+
+
+def test_the_package_runs_recover_before_the_helper_serves():
+    unit = open(os.path.join(REPO_ROOT, "systemd", "xenrules-recover.service")).read()
+    assert "ExecStart=/usr/bin/python3 -m xenrules recover\n" in unit
+    assert "Type=oneshot" in unit and "Before=xenrules-helper.service" in unit
+    assert "After=" in unit and "xenstored.service" in unit
+    assert "WantedBy=multi-user.target" in unit
+
+
+def test_recover_without_a_journal_directory_creates_none_and_succeeds(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, XENRULES_JOURNAL_DIR=str(tmp_path / "none"),
+               XENRULES_LOG_FILE=str(tmp_path / "log"))
+    proc = subprocess.run([PYTHON, "-m", "xenrules", "recover"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 journal(s) undone" in proc.stdout
+    assert not (tmp_path / "none").exists()
+    helped = subprocess.run([PYTHON, "-m", "xenrules", "recover", "--help"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "--dry-run" in helped.stdout and "killed" in helped.stdout
