@@ -301,10 +301,8 @@ class CreateInstance(Step):
 
     @classmethod
     def undo(cls, runtime, args, record):
-        if record["previous"] is None:
-            runtime.xenstore.remove(record["path"])
-        else:
-            runtime.xenstore.write(record["path"], record["previous"])
+        from .xenstore import restore_node
+        restore_node(runtime.xenstore, record["path"], record["previous"])
         if record["added"] and os.path.exists(args["db"]):
             name, instance = record["added"]
             remove_lines(args["db"], lambda line: line.split()[:2] != [name, str(instance)])
