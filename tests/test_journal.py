@@ -577,3 +577,23 @@ def test_recover_without_a_journal_directory_creates_none_and_succeeds(tmp_path)
     helped = subprocess.run([PYTHON, "-m", "xenrules", "recover", "--help"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert "--dry-run" in helped.stdout and "killed" in helped.stdout
+
+
+def test_an_undo_that_cannot_be_done_is_reported_and_never_blocks_the_device(tmp_path):
+    directory = str(tmp_path / "journal")
+    j = journal.Journal(directory, "/local/domain/0/backend/vif/7/0")
+    j.acquire()
+    j.start({"v": 1, "event": "vif-bridge online type_if=vif", "pid": 1})
+    j.step(0, "no.such_step", {}, {}, "f.yaml:3")
+    j.step(1, "hooks.run", {}, None, "f.yaml:4")
+    j.release()   # the event died: its journal stays
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, XENRULES_JOURNAL_DIR=directory,
+               XENRULES_LOG_FILE=str(tmp_path / "log"))
+    proc = subprocess.run([PYTHON, "-m", "xenrules", "recover"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 journal(s) undone, 0 left alone, 2 undo(s) failed" in proc.stdout
+    log = (tmp_path / "log").read_text()
+    assert "f.yaml:3: unknown step type 'no.such_step'" in log
+    assert "f.yaml:4: hooks.run has no undo record" in log
+    assert os.listdir(directory) == []
