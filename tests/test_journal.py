@@ -147,6 +147,11 @@ class Killable:
         return self.dom0.run([PYTHON, "-m", "xenrules", "recover"] + list(options),
                              self.env(**extra))
 
+    def recovered_to(self, before):
+        """`xenrules recover` puts the dom0 back to `before`, and leaves no journal."""
+        self.ok(self.recover())
+        assert self.dom0.state() == before and self.journals() == []
+
     def killed(self, proc):
         assert proc.returncode == -signal.SIGKILL, self.why(proc)
 
@@ -170,10 +175,16 @@ def bridge_dom0(dom0_factory, vifname=None):
     return dom0
 
 
+def bridge_events(dom0_factory, where):
+    """A fresh dom0 with vif1.0 (vifname xrweb0, MTU 1400), its events' files under where."""
+    dom0 = bridge_dom0(dom0_factory, vifname="xrweb0")
+    os.makedirs(where, exist_ok=True)
+    return Killable(dom0, where, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+
+
 @pytest.fixture
 def bridged(dom0_factory, tmp_path):
-    dom0 = bridge_dom0(dom0_factory, vifname="xrweb0")
-    return Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    return bridge_events(dom0_factory, tmp_path)
 
 
 # vif-bridge online: 0 rename, 1 bridge.require, 2 prepare_port, 3 mtu, 4 xenstore.write,
@@ -205,13 +216,11 @@ def test_vif_bridge_online_killed_anywhere_is_undone_by_recover(bridged, point):
 @pytest.mark.netns
 @pytest.mark.parametrize("then", ["online", "offline"])
 def test_the_next_event_for_the_device_undoes_a_killed_online_first(dom0_factory, tmp_path, then):
-    ref_dom0 = bridge_dom0(dom0_factory, "xrweb0")
-    os.makedirs(tmp_path / "ref")
-    reference = Killable(ref_dom0, tmp_path / "ref", "vif-bridge", lambda: ref_dom0.hotplug_env(1, 0))
+    reference = bridge_events(dom0_factory, tmp_path / "ref")
+    ref_dom0 = reference.dom0
     # the killed online never happened: the reference runs the next event alone
     reference.ok(reference.run(then, "type_if=vif"))
-    dom0 = bridge_dom0(dom0_factory, "xrweb0")
-    killed = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    killed = bridge_events(dom0_factory, tmp_path)
     killed.killed(killed.run("online", "type_if=vif", kill_at="after:5"))
     killed.ok(killed.run(then, "type_if=vif"))
     assert "undoing 5 step(s) of the killed event vif-bridge online" in killed.log_file.read_text()
@@ -263,8 +272,7 @@ def test_an_event_stopped_and_killed_from_outside_is_undone(bridged):
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    bridged.ok(bridged.recover())
-    assert bridged.dom0.state() == before and bridged.journals() == []
+    bridged.recovered_to(before)
 
 
 @pytest.mark.netns
@@ -274,8 +282,7 @@ def test_a_killed_recovery_is_recovered_by_the_next(bridged, undo_point):
     bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:8"))
     bridged.killed(bridged.recover(XENRULES_TEST_HOOKS="1", XENRULES_TEST_KILL_AT=undo_point))
     assert bridged.journals()
-    bridged.ok(bridged.recover())
-    assert bridged.dom0.state() == before and bridged.journals() == []
+    bridged.recovered_to(before)
 
 
 @pytest.mark.netns
@@ -284,8 +291,7 @@ def test_a_killed_event_undone_by_a_killed_next_event_is_undone_by_the_one_after
     bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:6"))
     bridged.killed(bridged.run("online", "type_if=vif", kill_at="undo:2"))
     bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:5"))
-    bridged.ok(bridged.recover())
-    assert bridged.dom0.state() == before and bridged.journals() == []
+    bridged.recovered_to(before)
 
 
 @pytest.mark.netns
@@ -296,8 +302,7 @@ def test_a_torn_record_of_a_killed_event_is_ignored(bridged):
     with open(bridged.journal_dir / name, "ab") as f:   # a record cut short by the kill
         f.write(journal.encode({"k": "step", "n": 3, "type": "link.mtu", "args": {},
                                 "undo": {"ifindex": 1, "previous": 9000}, "where": "x"})[:-5])
-    bridged.ok(bridged.recover())
-    assert bridged.dom0.state() == before and bridged.journals() == []
+    bridged.recovered_to(before)
 
 
 @pytest.mark.netns
@@ -331,8 +336,7 @@ def routed(dom0_factory, tmp_path):
 def test_vif_route_online_killed_is_undone_by_recover(routed, point):
     before = routed.dom0.state()
     routed.killed(routed.run("online", "type_if=vif", kill_at=point))
-    routed.ok(routed.recover())
-    assert routed.dom0.state() == before and routed.journals() == []
+    routed.recovered_to(before)
 
 
 # -- block: a loop device must not leak ------------------------------------------------
@@ -487,8 +491,7 @@ def test_the_ovs_port_of_a_killed_online_is_deleted(xs_server, tmp_path, point):
                      lambda: dom0.hotplug_env(1, 0, script="vif-openvswitch"))
         before = dom0.state()
         k.killed(k.run("online", "type_if=vif", kill_at=point))
-        k.ok(k.recover())
-        assert dom0.state() == before and k.journals() == []
+        k.recovered_to(before)
     finally:
         dom0.destroy()
 
@@ -508,13 +511,12 @@ def _stopped(pid):
 
 @pytest.mark.netns
 def test_a_second_event_for_the_device_waits_for_the_live_first_one(dom0_factory, tmp_path):
-    ref_dom0 = bridge_dom0(dom0_factory, "xrweb0")
-    os.makedirs(tmp_path / "ref")
-    ref = Killable(ref_dom0, tmp_path / "ref", "vif-bridge", lambda: ref_dom0.hotplug_env(1, 0))
+    ref = bridge_events(dom0_factory, tmp_path / "ref")
+    ref_dom0 = ref.dom0
     ref.ok(ref.run("online", "type_if=vif"))
     ref.ok(ref.run("offline", "type_if=vif"))
-    dom0 = bridge_dom0(dom0_factory, "xrweb0")
-    k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    k = bridge_events(dom0_factory, tmp_path)
+    dom0 = k.dom0
     first = _spawn(k, ["online", "type_if=vif"], XENRULES_TEST_HOOKS="1", XENRULES_TEST_STOP_AT="after:5")
     second = None
     try:
@@ -540,14 +542,13 @@ def test_a_second_event_for_the_device_waits_for_the_live_first_one(dom0_factory
 @pytest.mark.netns
 @pytest.mark.parametrize("point", ["after:1", "after:2"])
 def test_a_killed_offline_is_undone_and_the_next_offline_does_it_all(dom0_factory, tmp_path, point):
-    ref_dom0 = bridge_dom0(dom0_factory, "xrweb0")
-    os.makedirs(tmp_path / "ref")
-    ref = Killable(ref_dom0, tmp_path / "ref", "vif-bridge", lambda: ref_dom0.hotplug_env(1, 0))
+    ref = bridge_events(dom0_factory, tmp_path / "ref")
+    ref_dom0 = ref.dom0
     ref.ok(ref.run("online", "type_if=vif"))
     online = ref_dom0.state()
     ref.ok(ref.run("offline", "type_if=vif"))
-    dom0 = bridge_dom0(dom0_factory, "xrweb0")
-    k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    k = bridge_events(dom0_factory, tmp_path)
+    dom0 = k.dom0
     k.ok(k.run("online", "type_if=vif"))
     k.killed(k.run("offline", "type_if=vif", kill_at=point))
     k.ok(k.recover())
@@ -555,3 +556,44 @@ def test_a_killed_offline_is_undone_and_the_next_offline_does_it_all(dom0_factor
     k.ok(k.run("offline", "type_if=vif"))
     assert comparable(dom0.state()) == comparable(ref_dom0.state())
     assert k.journals() == []
+
+
+def test_the_package_runs_recover_before_the_helper_serves():
+    unit = open(os.path.join(REPO_ROOT, "systemd", "xenrules-recover.service")).read()
+    assert "ExecStart=/usr/bin/python3 -m xenrules recover\n" in unit
+    assert "Type=oneshot" in unit and "Before=xenrules-helper.service" in unit
+    assert "After=" in unit and "xenstored.service" in unit
+    assert "WantedBy=multi-user.target" in unit
+
+
+def test_recover_without_a_journal_directory_creates_none_and_succeeds(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, XENRULES_JOURNAL_DIR=str(tmp_path / "none"),
+               XENRULES_LOG_FILE=str(tmp_path / "log"))
+    proc = subprocess.run([PYTHON, "-m", "xenrules", "recover"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 journal(s) undone" in proc.stdout
+    assert not (tmp_path / "none").exists()
+    helped = subprocess.run([PYTHON, "-m", "xenrules", "recover", "--help"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "--dry-run" in helped.stdout and "killed" in helped.stdout
+
+
+def test_an_undo_that_cannot_be_done_is_reported_and_never_blocks_the_device(tmp_path):
+    directory = str(tmp_path / "journal")
+    j = journal.Journal(directory, "/local/domain/0/backend/vif/7/0")
+    j.acquire()
+    j.start({"v": 1, "event": "vif-bridge online type_if=vif", "pid": 1})
+    j.step(0, "no.such_step", {}, {}, "f.yaml:3")
+    j.step(1, "hooks.run", {}, None, "f.yaml:4")
+    j.release()   # the event died: its journal stays
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, XENRULES_JOURNAL_DIR=directory,
+               XENRULES_LOG_FILE=str(tmp_path / "log"))
+    proc = subprocess.run([PYTHON, "-m", "xenrules", "recover"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 journal(s) undone, 0 left alone, 2 undo(s) failed" in proc.stdout
+    log = (tmp_path / "log").read_text()
+    assert "f.yaml:3: unknown step type 'no.such_step'" in log
+    assert "f.yaml:4: hooks.run has no undo record" in log
+    assert os.listdir(directory) == []

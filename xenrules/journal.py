@@ -185,7 +185,7 @@ class Journal:
             except OSError as e:
                 raise JournalError(f"cannot open the journal {self.path}: {e.strerror}") from e
             try:
-                self._flock(fd, deadline)
+                self._flock(fd, deadline, wait)
                 held = os.fstat(fd)
                 try:
                     linked = os.stat(self.path, follow_symlinks=False)
@@ -203,7 +203,7 @@ class Journal:
                 return True
             os.close(fd)   # its holder completed and unlinked it: try again
 
-    def _flock(self, fd, deadline):
+    def _flock(self, fd, deadline, wait):
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -211,7 +211,7 @@ class Journal:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise JournalError(f"another event for {self.key} holds its journal "
-                                       f"{self.path} (waited {WAIT:.0f} s)") from None
+                                       f"{self.path} (waited {wait:g} s)") from None
                 time.sleep(0.01)
 
     def read(self):

@@ -309,12 +309,9 @@ class WritePhysicalDevice(Step):
 
     @classmethod
     def undo(cls, runtime, args, record):
-        backend = record["backend"]
+        from .xenstore import restore_node
         for key, value in record["previous"].items():
-            if value is None:
-                runtime.xenstore.remove(f"{backend}/{key}")
-            else:
-                runtime.xenstore.write(f"{backend}/{key}", value)
+            restore_node(runtime.xenstore, f"{record['backend']}/{key}", value)
 
     def describe(self):
         return f"write <backend>/physical-device and physical-device-path for {self.args['dev']}"

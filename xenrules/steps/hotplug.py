@@ -19,10 +19,8 @@ class Success(Step):
     @classmethod
     def undo(cls, runtime, args, record):
         # a killed event never connected: hotplug-status as it was before
-        if record["previous"] is None:
-            runtime.xenstore.remove(record["node"])
-        else:
-            runtime.xenstore.write(record["node"], record["previous"])
+        from .xenstore import restore_node
+        restore_node(runtime.xenstore, record["node"], record["previous"])
 
     @classmethod
     def describe_undo(cls, args, record):

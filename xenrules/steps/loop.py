@@ -279,12 +279,9 @@ class Attach(Step):
                 devs = []   # the file is gone: its devices show in no listing
         for dev in devs:   # first: a device must not leak when xenstore fails below
             detach(dev)
-        node = record["node"]
-        if node:
-            if record["previous"] is None:
-                runtime.xenstore.remove(node)
-            else:
-                runtime.xenstore.write(node, record["previous"])
+        if record["node"]:
+            from .xenstore import restore_node
+            restore_node(runtime.xenstore, record["node"], record["previous"])
 
     @classmethod
     def describe_undo(cls, args, record):

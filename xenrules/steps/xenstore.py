@@ -14,6 +14,14 @@ def checked_path(path):
     return path
 
 
+def restore_node(xenstore, path, previous):
+    """Put a node back as an undo record saw it: its old value, or gone (None)."""
+    if previous is None:
+        xenstore.remove(path)
+    else:
+        xenstore.write(path, previous)
+
+
 class Read(Step):
     type_name = "xenstore.read"
     summary = "fail unless the node exists and is not empty (bash xenstore_read)"
