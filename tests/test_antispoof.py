@@ -176,3 +176,18 @@ def test_shipped_vif_openvswitch_rule_says_it_is_not_guarded(dom0, tmp_path):
     proc = dom0.run_xenrules("vif-openvswitch", ["online", "type_if=vif"], env)
     assert "antispoof is on but not available on Open vSwitch: vif1.0 is not guarded" \
         in proc.hotplug_log + proc.stderr
+
+
+def test_leftovers_in_one_of_the_routed_tables_only_are_removed_too(ev, dom0, tmp_path):
+    assert step(ev, tmp_path, mode="route").returncode == 0
+    for record in records(tmp_path):
+        record.unlink()
+    subprocess.run(["ip", "netns", "exec", dom0.netns, "nft", "delete", "element", "arp",
+                    "xenrules_antispoof", "vifs", '{ "vif1.0" }'], check=True)
+    assert "vifs" not in elements(dom0, "arp") and "vifs" in elements(dom0, "inet")
+    assert step(ev, tmp_path, action="offline", mode="route").returncode == 0
+    assert elements(dom0, "inet") == elements(dom0, "arp") == {}
+    # and online again, then revert: back to nothing in both
+    proc = step(ev, tmp_path, mode="route", then="- hotplug.error: {message: stop}\n")
+    assert proc.returncode == 1
+    assert elements(dom0, "inet") == elements(dom0, "arp") == {}
