@@ -191,3 +191,23 @@ def test_leftovers_in_one_of_the_routed_tables_only_are_removed_too(ev, dom0, tm
     proc = step(ev, tmp_path, mode="route", then="- hotplug.error: {message: stop}\n")
     assert proc.returncode == 1
     assert elements(dom0, "inet") == elements(dom0, "arp") == {}
+
+
+def test_restore_after_nft_flush_ruleset_puts_every_guarded_vif_back(ev, dom0, tmp_path):
+    from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT
+    assert step(ev, tmp_path, ip="192.0.2.10 10.1.0.0/16").returncode == 0
+    assert step(ev, tmp_path, mode="route", ip="192.0.2.10").returncode == 0
+    before = elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")
+    (tmp_path / "records" / "bridge-gone0.json").write_text('{"vifs": ["gone0"]}')
+    subprocess.run(["ip", "netns", "exec", dom0.netns, "nft", "flush", "ruleset"], check=True)
+
+    def restore():
+        return dom0.run([PYTHON, "-m", "xenrules.antispoof_restore", str(tmp_path / "records")],
+                        {"PYTHONPATH": REPO_ROOT})
+    proc = restore()
+    assert proc.returncode == 0, proc.stderr
+    assert "bridge: 1 vif(s) guarded again" in proc.stdout
+    assert (elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")) == before
+    assert not (tmp_path / "records" / "bridge-gone0.json").exists()
+    assert restore().returncode == 0                   # again: nothing changes
+    assert (elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")) == before

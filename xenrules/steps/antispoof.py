@@ -73,7 +73,7 @@ class Vif(Step):
             new = {}
         nft = Nft()
         record = self._record_path(dev)
-        old = _read_record(record, families)
+        old = read_record(record)
         if old is not None:
             quick = _commands("delete", families, old) + _commands("add", families, new)
         elif new:
@@ -161,7 +161,7 @@ def _per_family(verb, per_family):
     return cmds
 
 
-def _read_record(path, families):
+def read_record(path):
     """The elements the record says the vif has, or None (no record, unreadable)."""
     try:
         with open(path) as f:
