@@ -211,3 +211,12 @@ def test_restore_after_nft_flush_ruleset_puts_every_guarded_vif_back(ev, dom0, t
     assert not (tmp_path / "records" / "bridge-gone0.json").exists()
     assert restore().returncode == 0                   # again: nothing changes
     assert (elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")) == before
+
+
+def test_repeated_and_overlapping_entries_are_merged(ev, dom0, tmp_path):
+    ip = "10.0.0.0/16 10.0.1.0/24 10.0.1.7 192.0.2.10 192.0.2.10 2001:db8::/64 2001:db8::5"
+    assert step(ev, tmp_path, ip=ip).returncode == 0
+    got = elements(dom0)
+    assert len(got["addr4net"]) == 1 and len(got["addr4"]) == 1 and len(got["addr6net"]) == 1
+    assert step(ev, tmp_path, action="offline").returncode == 0
+    assert elements(dom0) == {}
