@@ -57,6 +57,7 @@ class Nat:
             "XENRULES_RULES_PATH": self.rules_dir,
             "XENRULES_STATE_DIR": str(self.tmp / "state"),
             "XENRULES_LOCK_DIR": str(self.lock_dir),
+            "XENRULES_JOURNAL_DIR": str(self.tmp / "journal"),
             "XENRULES_LOG_FILE": str(self.log_file),
             "XENRULES_LOG_LEVEL": "debug",
             "XENRULES_ORIGINALS_DIR": str(self.tmp / "originals"),   # empty: no fallback

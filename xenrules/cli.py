@@ -71,6 +71,23 @@ def _parser():
                        "--socket PATH, --spares N, --max-events N, --stats FILE.", add_help=False)
     w.add_argument("options", nargs=argparse.REMAINDER, help="the helper's options (helper --help)")
 
+    r = sub.add_parser("recover", parents=[common],
+                       help="undo what killed hotplug events left half-done (their journals)",
+                       description="Every hotplug event journals, before each step changes "
+                       "anything, what its revert needs (XENRULES_JOURNAL_DIR, default "
+                       "/run/xenrules/journal). An event killed half-way (libxl's timeout, "
+                       "SIGKILL, a crash) leaves its journal; the next event for the same device "
+                       "undoes it first, and so do the warm helper when it starts and this "
+                       "command (xenrules-recover.service runs it at boot). Each device is put "
+                       "back as it was before the killed event. Journals of events still "
+                       "running, or of other network namespaces, are left alone. "
+                       "Exit status: 0 when nothing is left to undo, 1 when an undo failed or a "
+                       "journal was left.",
+                       epilog="example: xenrules recover --dry-run")
+    r.add_argument("--dry-run", action="store_true",
+                   help="show each killed event and the undo of each of its steps, newest "
+                        "first; change nothing")
+
     s = sub.add_parser("sandbox", parents=[common], help="run a guest's vif through online and offline in a simulated dom0",
                        description="Start a XenStore server and a throw-away network namespace with a bridge, "
                        "bring a guest's vif online and offline with the rules, show the trace and the "
@@ -168,13 +185,26 @@ def cmd_schema(args, env):
     return 0
 
 
+def cmd_recover(args, env):
+    from .log import Log
+    from .recovery import recover_all
+    config = Config(env)
+    log = Log("xenrules-recover", config.log_level, config.log_file,
+              echo=sys.stderr if config.log_level == "debug" else None)
+    replayed, left, failures = recover_all(config, env, log, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"{replayed} journal(s) undone, {left} left alone, {len(failures)} undo(s) failed")
+    return 1 if failures or left else 0
+
+
 def cmd_sandbox(args, env):
     from .sandbox.demo import run_demo
     return run_demo(env, args.script, sys.stdout)
 
 
 COMMANDS = {"hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
-            "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper}
+            "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper,
+            "recover": cmd_recover}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,6 +15,7 @@ from .context import Context
 from .errors import RuleError, XenrulesError
 from .event import Event
 from .fallback import run_original
+from .journal import Journal
 from .log import Log
 from .runtime import Runtime
 
@@ -26,25 +27,57 @@ def handle(argv0, words, env, echo=None):
     log = Log(event.script, config.log_level, config.log_file, echo)
     log("debug", f"event: {event.describe()} XENBUS_PATH={env.get('XENBUS_PATH', '')}")
     try:
+        journal = Journal.for_event(config, event)
+        if journal is not None and journal.exists():
+            # a killed event's journal for this device: undone before anything else
+            from .recovery import replay_for_event
+            replay_for_event(journal, config, event, log)
+    except XenrulesError as e:
+        # nothing done: refuse, like any failure before the first step
+        log("err", f"{event.describe()}: {e}")
+        runtime = Runtime(config, event, log)
+        try:
+            engine.report_failure(runtime, str(e), "error")
+        finally:
+            runtime.close()
+        return 1
+    try:
+        return _run(config, event, log, journal, started)
+    finally:
+        if journal is not None:
+            journal.release()   # still held here: the event did not complete (exec, exception)
+
+
+def _run(config, event, log, journal, started):
+    try:
         try:
             # only the rules the index says may match: 1000 rules cost about what 10 do
             rules = ruleset.candidates(config, engine.event_lookup(event), log)
             rule, _ = engine.choose(rules, event)
         except RuleError as e:
             log("err", f"rule files do not validate:\n{e}")
+            if journal is not None:
+                journal.finish()
             return run_original(config, event, log, "rules do not load")
         except Exception as e:   # whatever breaks in the rules, the original still serves
             log("err", f"rules cannot be loaded: {e!r}")
+            if journal is not None:
+                journal.finish()
             return run_original(config, event, log, "rules do not load")
         if rule is None:
+            if journal is not None:
+                journal.finish()
             return run_original(config, event, log, f"no rule for {event.describe()}")
     except XenrulesError as e:
         log("err", str(e))
         return 1
-    runtime = Runtime(config, event, log)
+    runtime = Runtime(config, event, log, journal=journal)
     runtime.context = Context(event, rule["vars"], runtime)
     try:
         outcome = engine.execute(rule, runtime.context, runtime)
+        # done, or failed and reverted in-process: nothing left to replay
+        if journal is not None:
+            journal.finish()
     finally:
         runtime.close()
     ms = (time.monotonic() - started) * 1000

@@ -368,6 +368,8 @@ class SimulatedDom0:
             "XENRULES_RULES_PATH": rules_path or os.path.join(REPO_ROOT, "rules.d"),
             "XENRULES_STATE_DIR": state_dir or self.state_dir,
             "XENRULES_ORIGINALS_DIR": originals,
+            # a private journal directory: never the host's /run/xenrules
+            "XENRULES_JOURNAL_DIR": os.path.join(self.state_dir, "journal"),
         }
 
     def run_xenrules(self, script, args, env, rules_path=None, state_dir=None,
