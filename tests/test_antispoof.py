@@ -176,3 +176,47 @@ def test_shipped_vif_openvswitch_rule_says_it_is_not_guarded(dom0, tmp_path):
     proc = dom0.run_xenrules("vif-openvswitch", ["online", "type_if=vif"], env)
     assert "antispoof is on but not available on Open vSwitch: vif1.0 is not guarded" \
         in proc.hotplug_log + proc.stderr
+
+
+def test_leftovers_in_one_of_the_routed_tables_only_are_removed_too(ev, dom0, tmp_path):
+    assert step(ev, tmp_path, mode="route").returncode == 0
+    for record in records(tmp_path):
+        record.unlink()
+    subprocess.run(["ip", "netns", "exec", dom0.netns, "nft", "delete", "element", "arp",
+                    "xenrules_antispoof", "vifs", '{ "vif1.0" }'], check=True)
+    assert "vifs" not in elements(dom0, "arp") and "vifs" in elements(dom0, "inet")
+    assert step(ev, tmp_path, action="offline", mode="route").returncode == 0
+    assert elements(dom0, "inet") == elements(dom0, "arp") == {}
+    # and online again, then revert: back to nothing in both
+    proc = step(ev, tmp_path, mode="route", then="- hotplug.error: {message: stop}\n")
+    assert proc.returncode == 1
+    assert elements(dom0, "inet") == elements(dom0, "arp") == {}
+
+
+def test_restore_after_nft_flush_ruleset_puts_every_guarded_vif_back(ev, dom0, tmp_path):
+    from xenrules.sandbox.dom0 import PYTHON, REPO_ROOT
+    assert step(ev, tmp_path, ip="192.0.2.10 10.1.0.0/16").returncode == 0
+    assert step(ev, tmp_path, mode="route", ip="192.0.2.10").returncode == 0
+    before = elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")
+    (tmp_path / "records" / "bridge-gone0.json").write_text('{"vifs": ["gone0"]}')
+    subprocess.run(["ip", "netns", "exec", dom0.netns, "nft", "flush", "ruleset"], check=True)
+
+    def restore():
+        return dom0.run([PYTHON, "-m", "xenrules.antispoof_restore", str(tmp_path / "records")],
+                        {"PYTHONPATH": REPO_ROOT})
+    proc = restore()
+    assert proc.returncode == 0, proc.stderr
+    assert "bridge: 1 vif(s) guarded again" in proc.stdout
+    assert (elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")) == before
+    assert not (tmp_path / "records" / "bridge-gone0.json").exists()
+    assert restore().returncode == 0                   # again: nothing changes
+    assert (elements(dom0), elements(dom0, "inet"), elements(dom0, "arp")) == before
+
+
+def test_repeated_and_overlapping_entries_are_merged(ev, dom0, tmp_path):
+    ip = "10.0.0.0/16 10.0.1.0/24 10.0.1.7 192.0.2.10 192.0.2.10 2001:db8::/64 2001:db8::5"
+    assert step(ev, tmp_path, ip=ip).returncode == 0
+    got = elements(dom0)
+    assert len(got["addr4net"]) == 1 and len(got["addr4"]) == 1 and len(got["addr6net"]) == 1
+    assert step(ev, tmp_path, action="offline").returncode == 0
+    assert elements(dom0) == {}

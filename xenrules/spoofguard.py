@@ -170,13 +170,16 @@ def elements(dev, mac, nets):
     elems = {"vifs": [dev], "vifmac": [_cat(dev, mac)],
              "ndlla": [_cat(dev, "0x" + mac.replace(":", ""))]}
     if nets:
-        v6 = [link_local(mac)] + [n for n in nets if n.version == 6]
+        # overlapping or repeated entries would make nft refuse the
+        # transaction (conflicting intervals): merge them first
+        v4 = list(ipaddress.collapse_addresses(n for n in nets if n.version == 4))
+        v6 = list(ipaddress.collapse_addresses([link_local(mac)]
+                                               + [n for n in nets if n.version == 6]))
         elems["ipguard"] = [dev]
         # single addresses in hash sets, networks in interval sets: deleting
         # from an interval set makes nft read the whole set (40 ms at 1000
         # guests), a hash set element goes in O(1)
-        for name, version, nets_of in (("addr4", 4, nets), ("addr6", 6, v6)):
-            mine = [n for n in nets_of if n.version == version]
+        for name, mine in (("addr4", v4), ("addr6", v6)):
             elems[name] = [_cat(dev, str(n.network_address)) for n in mine if _host(n)]
             elems[name + "net"] = [_cat(dev, _net_value(n)) for n in mine if not _host(n)]
         elems["ndtarget"] = [_cat(dev, _int_range(n)) for n in v6 if _host(n)]

@@ -54,12 +54,16 @@ class Vif(Step):
     # -- apply / revert ------------------------------------------------------------
 
     def apply(self, runtime):
-        self.undo = None        # plain data: {"removed": elems, "added": elems, "record": ...}
+        # plain data: {"removed": {family: elems}, "added": elems, "record": elems or None}
+        self.undo = None
         action = self.args["action"]
         if action not in INSERTING + REMOVING:
             raise StepError(f"antispoof.vif: action {action!r} is none of "
                             + ", ".join(INSERTING + REMOVING))
         dev = checked_name(self.args["dev"])
+        if self.args["mode"] not in guard.FAMILIES:
+            raise StepError(f"antispoof.vif: mode {self.args['mode']!r} is none of "
+                            + ", ".join(guard.FAMILIES))
         families = guard.FAMILIES[self.args["mode"]]
         if action in INSERTING:
             # every check before the first change
@@ -69,7 +73,7 @@ class Vif(Step):
             new = {}
         nft = Nft()
         record = self._record_path(dev)
-        old = _read_record(record, families)
+        old = read_record(record)
         if old is not None:
             quick = _commands("delete", families, old) + _commands("add", families, new)
         elif new:
@@ -82,7 +86,7 @@ class Vif(Step):
             if quick is None:
                 raise NftError("no record of what this vif has")
             nft.run(quick)
-            removed = old or {}
+            removed = {family: old or {} for family in families}
         except NftError as e:
             runtime.log("debug", f"antispoof: {e}; looking up what {dev} has in the tables")
             removed = self._slow_path(runtime, nft, dev, families, new)
@@ -92,7 +96,8 @@ class Vif(Step):
 
     def _slow_path(self, runtime, nft, dev, families, new):
         """List the vif's tables (creating missing ones if elements go in) and
-        replace whatever is keyed by dev with `new`, in one transaction."""
+        replace whatever is keyed by dev with `new`, in one transaction.
+        Returns what it removed, {family: elems}."""
         stale = {}
         for family in families:
             if new:
@@ -102,11 +107,9 @@ class Vif(Step):
             listing = nft.list_table(family, guard.TABLE)
             if listing is None:
                 continue
-            for name, elems in guard.elements_of_dev(listing, dev).items():
-                stale.setdefault(name, []).extend(e for e in elems if e not in
-                                                  stale.get(name, []))
-        nft.run(_commands("delete", families, stale) + _commands("add", families, new))
-        if stale:
+            stale[family] = guard.elements_of_dev(listing, dev)
+        nft.run(_per_family("delete", stale) + _commands("add", families, new))
+        if any(stale.values()):
             runtime.log("info", f"antispoof: removed elements {dev} had left behind")
         return stale
 
@@ -118,9 +121,12 @@ class Vif(Step):
         nft = Nft()
         try:
             nft.run(_commands("delete", families, undo["added"])
-                    + _commands("add", families, undo["removed"]))
+                    + _per_family("add", undo["removed"]))
         except NftError:
-            self._slow_path(runtime, nft, dev, families, undo["removed"])
+            # the kernel is not as this event left it: make it hold exactly
+            # what the vif had before, table by table
+            for family in families:
+                self._slow_path(runtime, nft, dev, [family], undo["removed"].get(family, {}))
         _write_record(self._record_path(dev), undo["record"])
         self.undo = None
 
@@ -148,7 +154,14 @@ def _commands(verb, families, elems):
     return cmds
 
 
-def _read_record(path, families):
+def _per_family(verb, per_family):
+    cmds = []
+    for family, elems in per_family.items():
+        cmds += guard.element_commands(verb, family, elems)
+    return cmds
+
+
+def read_record(path):
     """The elements the record says the vif has, or None (no record, unreadable)."""
     try:
         with open(path) as f:
