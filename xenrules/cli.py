@@ -76,6 +76,35 @@ def _parser():
                        "bring a guest's vif online and offline with the rules, show the trace and the "
                        "resulting state, then clean up. Needs root; no Xen needed.")
     s.add_argument("--script", default="vif-bridge", help="the script whose rules to run (vif-bridge)")
+
+    r = sub.add_parser("replay", parents=[common], help="rerun a captured event in a simulated dom0 and diff the end state",
+                       description="Rebuild the dom0 of a capture file (XENRULES_CAPTURE, see "
+                       "docs/TROUBLESHOOTING.md) in a throw-away namespace with its XenStore tree, run the "
+                       "event with the current rules (or the original script, or both), show the trace "
+                       "and how the end state differs from the captured one. Needs root; no Xen needed.")
+    r.add_argument("file", help="a capture file")
+    how = r.add_mutually_exclusive_group()
+    how.add_argument("--original", action="store_true", help="run the original script instead of the rules")
+    how.add_argument("--compare", action="store_true", help="run both, one after the other, each on a fresh copy")
+
+    m = sub.add_parser("monitor", parents=[common], help="follow hotplug events live: one line as each starts and ends",
+                       description="Follow the hotplug log (XENRULES_LOG_FILE, /var/log/xen/xen-hotplug.log) "
+                       "and print one line per event start and end: time, script, action, device, "
+                       "domain, rule, verdict, duration. Start lines and --debug step traces need "
+                       "events logged at debug level (XENRULES_LOG_LEVEL=debug).")
+    m.add_argument("--from-start", action="store_true", help="read the log from its beginning, not its end")
+    m.add_argument("--once", action="store_true", help="stop at the end of the log instead of following it")
+
+    d = sub.add_parser("doctor", parents=[common], help="find why a guest's devices do not come up; exit 1 on a problem",
+                       description="Check what hotplug needs, each check printing ok or PROBLEM with the fix: "
+                       "the script directory and every script xl.conf and the domain's config name "
+                       "(exists, executable, resolvable, diverted to xenrules), the rule files, which rule "
+                       "each device of the domain runs and why, the warm helper's socket, XenStore, the "
+                       "bridges the config names, the log, stale locks and journals, and a failed "
+                       "device's hotplug-error with its last log lines.")
+    d.add_argument("--domain", metavar="NAME|ID", help="the guest to check (running: its XenStore devices)")
+    d.add_argument("--config", metavar="FILE", help="the guest's xl config (/etc/xen/NAME.cfg)")
+    d.add_argument("--xl-conf", metavar="FILE", default=None, help="xl.conf to read (/etc/xen/xl.conf)")
     return p
 
 
@@ -173,7 +202,24 @@ def cmd_sandbox(args, env):
     return run_demo(env, args.script, sys.stdout)
 
 
-COMMANDS = {"hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
+def cmd_replay(args, env):
+    from .replay import replay
+    return replay(args.file, sys.stdout, rules_path=env.get("XENRULES_RULES_PATH"),
+                  original=args.original, compare=args.compare)
+
+
+def cmd_monitor(args, env):
+    from .monitor import monitor
+    return monitor(Config(env).log_file, sys.stdout, debug=args.debug,
+                   from_start=args.from_start, follow=not args.once)
+
+
+def cmd_doctor(args, env):
+    from .doctor import run_doctor
+    return run_doctor(env, sys.stdout, domain=args.domain, config_file=args.config, xl_conf=args.xl_conf)
+
+
+COMMANDS = {"replay": cmd_replay, "monitor": cmd_monitor, "doctor": cmd_doctor, "hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
             "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper}
 
 if __name__ == "__main__":
