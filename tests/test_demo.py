@@ -18,7 +18,7 @@ def test_sandbox_brings_a_vif_online_and_offline_and_removes_everything():
     assert "link vif1.0: UP mtu 1500 mac fe:ff:ff:ff:ff:ff master xenbr0" in online
     assert "hotplug-status = 'connected'" in online
     assert "rules.d/50-vif-bridge.yaml:" in online and ": vif1.0: link down, address fe:ff:ff:ff:ff:ff" in online
-    assert "8 steps done, 2 skipped, ok" in online   # firewall off, no vifname
+    assert "8 steps done, 3 skipped, ok" in online   # firewall and antispoof off, no vifname
     assert "link vif1.0: down mtu 1500 mac fe:ff:ff:ff:ff:ff master -" in offline
     assert "sandbox removed" in offline
     # other tests may be making namespaces meanwhile: look for the demo's own
