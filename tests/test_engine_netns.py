@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from events import BACK, SCRIPT, why
+from xenrules.sandbox.dom0 import PYTHON
 from xenrules.xenstore import XenStore
 
 pytestmark = pytest.mark.netns
@@ -215,7 +216,7 @@ def test_empty_action_exits_0_and_changes_nothing(ev, dom0, xs_server, empty):
 # -- fallback to the original script ------------------------------------------------------
 
 RECORDED_ENV = ("XENBUS_PATH", "XENBUS_TYPE", "XENBUS_BASE_PATH", "vif", "netdev", "script",
-                "XENSTORED_PATH", "XR_MARK")
+                "XENSTORED_PATH", "XR_MARK", "XENRULES_FALLBACK_FROM")
 ORIGINAL = "\n".join([
     "#!/bin/sh",
     "# a stand-in for the original hotplug script: records how it was called",
@@ -255,6 +256,7 @@ def _assert_original_ran(ev, proc, out, original, code):
                  "XENSTORED_PATH"):
         assert env[name] == expected[name], name
     assert env["XR_MARK"] == MARK
+    assert env["XENRULES_FALLBACK_FROM"] == str(original)   # marked: it must not lead back
     assert not os.path.exists("/tmp/xr-pwned")
 
 
@@ -319,9 +321,10 @@ def test_no_original_to_fall_back_to_is_a_clear_error(ev, dom0):
     before = dom0.state()
     proc = ev.run()
     assert proc.returncode == 1, why(proc, ev)
-    assert dom0.state() == before
+    assert without_hotplug_keys(dom0.state()) == without_hotplug_keys(before)
     expected = "no original script %s" % (ev.originals / SCRIPT)
     assert expected in ev.log()
+    assert expected in dom0.xs_read(BACK + "/hotplug-error")   # libxl shows why, not a timeout
     assert "no rule for %s online type_if=vif" % SCRIPT in ev.log()
 
 
@@ -421,3 +424,22 @@ def test_an_argument_that_is_not_utf8_is_logged_and_stored_as_bytes(ev, xs_serve
     assert "label=br\\udcff" in ev.log()
     with XenStore(xs_server.socket_path) as store:
         assert store.read(BACK + "/seen") == "br\ufffd"   # the raw byte 0xff reached xenstore
+
+
+def test_a_wrapper_that_leads_back_into_xenrules_is_refused_not_looped(ev, xs_server):
+    """A new user's wrapper, as the README once showed it, standing where the
+    original should be: with no rule for the event, falling back to it would
+    run xenrules again, and again. The second fall-back is refused instead."""
+    wrapper = ev.originals / SCRIPT
+    wrapper.write_text('#!/bin/sh\nexec %s -m xenrules hotplug %s "$@"\n' % (PYTHON, SCRIPT))
+    wrapper.chmod(0o755)
+    proc = ev.dom0.run([PYTHON, "-m", "xenrules.hotplug", SCRIPT, "online", "type_if=vif"],
+                       ev.env(), timeout=20)
+    assert not proc.timed_out, "the fallback looped until killed"
+    assert proc.returncode == 1, why(proc, ev)
+    assert ev.log().count("running the original") == 1, ev.log()
+    assert "refusing to loop" in ev.log()
+    error = ev.dom0.xs_read(BACK + "/hotplug-error")
+    assert "led back into xenrules" in error and str(wrapper) in error
+    assert ev.dom0.xs_read(BACK + "/hotplug-status") == "error"
+

@@ -13,6 +13,12 @@ from .errors import XenrulesError
 # "run as the original" into an endless loop.
 LAUNCHER_MARK = b"xenrules-launcher"
 
+# Set in the environment of every original xenrules execs. An event that
+# finds it there came back into xenrules from "the original" (a wrapper
+# script, a symlink the package did not make): falling back again would
+# exec the same thing forever, so it is refused instead.
+FALLBACK_MARK = "XENRULES_FALLBACK_FROM"
+
 
 def original_path(config, script):
     if config.originals_dir:
@@ -38,10 +44,16 @@ def _is_launcher(path):
 def run_original(config, event, log, reason):
     """exec the original script with the same argv and environment. Never returns."""
     path = original_path(config, event.script)
+    came_from = event.env.get(FALLBACK_MARK)
+    if came_from is not None:
+        raise XenrulesError(
+            f"{reason}, and this event already fell back to {came_from!r}, which led back "
+            f"into xenrules (a wrapper that runs xenrules?): refusing to loop; point "
+            f"XENRULES_ORIGINALS_DIR or the diversion at the real bash script")
     if not os.access(path, os.X_OK) or _is_launcher(path):
         raise XenrulesError(f"{reason}, and there is no original script {path} to fall back to")
     log("info", f"{reason}: running the original {path} {' '.join(event.words)}".rstrip())
     try:
-        os.execve(path, [path] + event.words, event.env)
+        os.execve(path, [path] + event.words, dict(event.env, **{FALLBACK_MARK: path}))
     except OSError as e:
         raise XenrulesError(f"{reason}, and the original {path} cannot be run: {e.strerror}") from e
