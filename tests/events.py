@@ -18,6 +18,7 @@ class Events:
         self.lock_dir = tmp_path / "locks"
         self.log_file = tmp_path / "xen-hotplug.log"
         self.state_dir = tmp_path / "state"
+        self.journal_dir = tmp_path / "journal"
         self.originals = tmp_path / "originals"     # empty unless a test writes one: no fallback
         self.originals.mkdir()
         self.rules_dir = tmp_path / "rules-empty"
@@ -55,6 +56,7 @@ class Events:
             "XENRULES_RULES_PATH": str(self.rules_dir),
             "XENRULES_STATE_DIR": str(self.state_dir),
             "XENRULES_LOCK_DIR": str(self.lock_dir),
+            "XENRULES_JOURNAL_DIR": str(self.journal_dir),
             "XENRULES_LOG_FILE": str(self.log_file),
             "XENRULES_ORIGINALS_DIR": str(self.originals),
         })

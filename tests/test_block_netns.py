@@ -46,6 +46,7 @@ class Block:
                     "XENRULES_RULES_PATH": str(self.rules),
                     "XENRULES_STATE_DIR": str(self.tmp / "state"),
                     "XENRULES_LOCK_DIR": str(self.lock_dir),
+                    "XENRULES_JOURNAL_DIR": str(self.tmp / "journal"),
                     "XENRULES_LOG_FILE": str(self.log_file),
                     "XENRULES_ORIGINALS_DIR": str(self.originals)})
         env.update(extra)

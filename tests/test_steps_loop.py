@@ -92,7 +92,7 @@ def test_detach_frees_the_device(images):
 def test_attach_step_records_the_device_and_revert_undoes_it(images, runtime):
     path = images.make("disk.img")
     step = step_class("loop.attach")({"file": path, "read_only": "yes", "record": NODE})
-    step.apply(runtime)
+    step.run(runtime)
     dev = runtime.xenstore.read(NODE)
     assert loop.is_loop_device(dev)
     assert images.devices() == {dev: path}
@@ -105,16 +105,16 @@ def test_attach_step_records_the_device_and_revert_undoes_it(images, runtime):
 def test_attach_step_refuses_a_relative_path_and_a_bad_flag(images, runtime):
     images.make("disk.img")
     with pytest.raises(StepError, match="not an absolute path"):
-        step_class("loop.attach")({"file": "disk.img"}).apply(runtime)
+        step_class("loop.attach")({"file": "disk.img"}).run(runtime)
     with pytest.raises(StepError, match="not a yes/no value"):
         step_class("loop.attach")({"file": os.path.join(images.dir, "disk.img"),
-                                   "read_only": "maybe"}).apply(runtime)
+                                   "read_only": "maybe"}).run(runtime)
     assert images.devices() == {}
 
 
 def test_attach_step_names_a_missing_file(images, runtime):
     with pytest.raises(StepError, match="No such file or directory"):
-        step_class("loop.attach")({"file": os.path.join(images.dir, "nope.img")}).apply(runtime)
+        step_class("loop.attach")({"file": os.path.join(images.dir, "nope.img")}).run(runtime)
 
 
 def test_detach_step(images, runtime):
@@ -152,7 +152,7 @@ def test_attach_step_that_cannot_record_the_device_detaches_it(images, tmp_path)
     path = images.make("disk.img")
     step = step_class("loop.attach")({"file": path, "record": NODE})
     with pytest.raises(XenstoreError):
-        step.apply(rt)
+        step.run(rt)
     assert images.devices() == {}
     # a stray revert must not detach what another attach got meanwhile
     images.make("other.img")

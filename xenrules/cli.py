@@ -71,6 +71,23 @@ def _parser():
                        "--socket PATH, --spares N, --max-events N, --stats FILE.", add_help=False)
     w.add_argument("options", nargs=argparse.REMAINDER, help="the helper's options (helper --help)")
 
+    r = sub.add_parser("recover", parents=[common],
+                       help="undo what killed hotplug events left half-done (their journals)",
+                       description="Every hotplug event journals, before each step changes "
+                       "anything, what its revert needs (XENRULES_JOURNAL_DIR, default "
+                       "/run/xenrules/journal). An event killed half-way (libxl's timeout, "
+                       "SIGKILL, a crash) leaves its journal; the next event for the same device "
+                       "undoes it first, and so do the warm helper when it starts and this "
+                       "command (xenrules-recover.service runs it at boot). Each device is put "
+                       "back as it was before the killed event. Journals of events still "
+                       "running, or of other network namespaces, are left alone. "
+                       "Exit status: 0 when nothing is left to undo, 1 when an undo failed or a "
+                       "journal was left.",
+                       epilog="example: xenrules recover --dry-run")
+    r.add_argument("--dry-run", action="store_true",
+                   help="show each killed event and the undo of each of its steps, newest "
+                        "first; change nothing")
+
     s = sub.add_parser("sandbox", parents=[common], help="run a guest's vif through online and offline in a simulated dom0",
                        description="Start a XenStore server and a throw-away network namespace with a bridge, "
                        "bring a guest's vif online and offline with the rules, show the trace and the "
@@ -87,24 +104,6 @@ def _parser():
     how.add_argument("--original", action="store_true", help="run the original script instead of the rules")
     how.add_argument("--compare", action="store_true", help="run both, one after the other, each on a fresh copy")
 
-    m = sub.add_parser("monitor", parents=[common], help="follow hotplug events live: one line as each starts and ends",
-                       description="Follow the hotplug log (XENRULES_LOG_FILE, /var/log/xen/xen-hotplug.log) "
-                       "and print one line per event start and end: time, script, action, device, "
-                       "domain, rule, verdict, duration. Start lines and --debug step traces need "
-                       "events logged at debug level (XENRULES_LOG_LEVEL=debug).")
-    m.add_argument("--from-start", action="store_true", help="read the log from its beginning, not its end")
-    m.add_argument("--once", action="store_true", help="stop at the end of the log instead of following it")
-
-    d = sub.add_parser("doctor", parents=[common], help="find why a guest's devices do not come up; exit 1 on a problem",
-                       description="Check what hotplug needs, each check printing ok or PROBLEM with the fix: "
-                       "the script directory and every script xl.conf and the domain's config name "
-                       "(exists, executable, resolvable, diverted to xenrules), the rule files, which rule "
-                       "each device of the domain runs and why, the warm helper's socket, XenStore, the "
-                       "bridges the config names, the log, stale locks and journals, and a failed "
-                       "device's hotplug-error with its last log lines.")
-    d.add_argument("--domain", metavar="NAME|ID", help="the guest to check (running: its XenStore devices)")
-    d.add_argument("--config", metavar="FILE", help="the guest's xl config (/etc/xen/NAME.cfg)")
-    d.add_argument("--xl-conf", metavar="FILE", default=None, help="xl.conf to read (/etc/xen/xl.conf)")
     return p
 
 
@@ -197,6 +196,18 @@ def cmd_schema(args, env):
     return 0
 
 
+def cmd_recover(args, env):
+    from .log import Log
+    from .recovery import recover_all
+    config = Config(env)
+    log = Log("xenrules-recover", config.log_level, config.log_file,
+              echo=sys.stderr if config.log_level == "debug" else None)
+    replayed, left, failures = recover_all(config, env, log, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"{replayed} journal(s) undone, {left} left alone, {len(failures)} undo(s) failed")
+    return 1 if failures or left else 0
+
+
 def cmd_sandbox(args, env):
     from .sandbox.demo import run_demo
     return run_demo(env, args.script, sys.stdout)
@@ -208,19 +219,9 @@ def cmd_replay(args, env):
                   original=args.original, compare=args.compare)
 
 
-def cmd_monitor(args, env):
-    from .monitor import monitor
-    return monitor(Config(env).log_file, sys.stdout, debug=args.debug,
-                   from_start=args.from_start, follow=not args.once)
-
-
-def cmd_doctor(args, env):
-    from .doctor import run_doctor
-    return run_doctor(env, sys.stdout, domain=args.domain, config_file=args.config, xl_conf=args.xl_conf)
-
-
-COMMANDS = {"replay": cmd_replay, "monitor": cmd_monitor, "doctor": cmd_doctor, "hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
-            "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper}
+COMMANDS = {"hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
+            "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper,
+            "recover": cmd_recover, "replay": cmd_replay}
 
 if __name__ == "__main__":
     sys.exit(main())

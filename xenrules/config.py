@@ -6,6 +6,8 @@ rules can be tried from a checkout before they are installed:
                           first (default /etc/xen/rules.d:/usr/lib/xenrules/rules.d)
   XENRULES_STATE_DIR      compiled rule cache (default /var/cache/xenrules)
   XENRULES_LOCK_DIR       hotplug locks, shared with locking.sh (/var/run/xen-hotplug)
+  XENRULES_JOURNAL_DIR    per-device journals of events in flight, for crash-safe
+                          revert (/run/xenrules/journal; root-only, see journal.py)
   XENRULES_LOG_FILE       log file (/var/log/xen/xen-hotplug.log)
   XENRULES_LOG_LEVEL      debug | info | warning | err (info)
   XENRULES_ORIGINALS_DIR  where the original scripts are when they are not
@@ -25,6 +27,7 @@ DEFAULTS = {
     "XENRULES_RULES_PATH": "/etc/xen/rules.d:/usr/lib/xenrules/rules.d",
     "XENRULES_STATE_DIR": "/var/cache/xenrules",
     "XENRULES_LOCK_DIR": "/var/run/xen-hotplug",
+    "XENRULES_JOURNAL_DIR": "/run/xenrules/journal",
     "XENRULES_LOG_FILE": "/var/log/xen/xen-hotplug.log",
     "XENRULES_LOG_LEVEL": "info",
     "XENRULES_ORIGINALS_DIR": "",
@@ -39,6 +42,7 @@ class Config:
         self.rules_path = [d for d in get("XENRULES_RULES_PATH").split(":") if d]
         self.state_dir = get("XENRULES_STATE_DIR")
         self.lock_dir = get("XENRULES_LOCK_DIR")
+        self.journal_dir = get("XENRULES_JOURNAL_DIR")
         self.log_file = get("XENRULES_LOG_FILE")
         self.log_level = get("XENRULES_LOG_LEVEL")
         self.originals_dir = get("XENRULES_ORIGINALS_DIR")

@@ -10,6 +10,7 @@ import time
 from . import conditions
 from .errors import BusyError, XenrulesError
 from .steps import step_class
+from .steps.base import Step
 
 
 def event_lookup(event):
@@ -61,7 +62,6 @@ def execute(rule, context, runtime, dry_run=False):
     """Run the rule's steps for the event's action. Returns an Outcome."""
     log = runtime.log
     out = Outcome()
-    applied = []
     steps = rule["actions"][context.event.command] or []
     if not steps:
         return out   # a deliberate no-op needs no variables
@@ -78,10 +78,29 @@ def execute(rule, context, runtime, dry_run=False):
         out.failed, out.code = (spec, message, "error"), 1
         log("err", f"{where(rule, spec)}: rule {rule['name']}: {message}")
         if not dry_run:
-            _report_failure(runtime, message, "error")
+            report_failure(runtime, message, "error")
         return out
-    for spec in steps:
+    journal = None if dry_run else runtime.journal
+    if journal is not None:
+        try:
+            # this device's journal, held for the whole event: a second event
+            # for the device waits; a dead one's journal is undone first
+            from .recovery import replay
+            journal.acquire()
+            if replay(journal, runtime.config, runtime.event, log)[0]:
+                journal.clear()
+        except XenrulesError as e:
+            spec = {"type": "journal", "line": rule["line"], "on_error": "fail"}
+            out.trace.append((spec, "failed", str(e), 0.0))
+            out.failed, out.code = (spec, str(e), "error"), 1
+            log("err", f"{where(rule, spec)}: rule {rule['name']}: {e}")
+            report_failure(runtime, str(e), "error")
+            return out
+    applied = []     # (n, spec, step) journaled or revertable, in order
+    for n, spec in enumerate(steps):
+        runtime.test_point(f"before:{n}")
         started = time.monotonic()
+        journaled = None
         try:
             if spec["when"]:
                 ok, why = conditions.check(spec["when"], context.get)
@@ -92,13 +111,23 @@ def execute(rule, context, runtime, dry_run=False):
             step = step_class(spec["type"])(context.expand(spec["args"]))
             detail = step.describe()
             if not dry_run:
+                step.record = step.undo_record(runtime)
+                if step.record is not None or type(step).revert is not Step.revert:
+                    # written (and fsync'd) before the step changes anything
+                    runtime.journal_step(n, step, where(rule, spec))
+                    journaled = (n, spec, step)
+                runtime.test_point(f"apply:{n}")
                 step.apply(runtime)
+                runtime.test_point(f"after:{n}")
         except Exception as e:   # a step failing for any reason must not leave things half-done
             message = str(e) if isinstance(e, XenrulesError) else f"internal error: {e!r}"
             if not isinstance(e, XenrulesError):
                 import traceback   # only a bug pays for it
                 log("debug", traceback.format_exc())
             elapsed = time.monotonic() - started
+            # a failing step may have done part of its work: undone now, from its record
+            if journaled and journaled[2].undo_failed(runtime) and runtime.journal is not None:
+                runtime.journal.undone(n)
             if spec["on_error"] == "ignore":
                 out.trace.append((spec, "failed, ignored", message, elapsed))
                 log("debug", f"{where(rule, spec)}: {spec['type']} failed (ignored): {message}")
@@ -110,25 +139,27 @@ def execute(rule, context, runtime, dry_run=False):
             log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: {message}")
             if not dry_run:
                 _revert(rule, applied, runtime)
-                _report_failure(runtime, message, "busy" if busy else "error")
+                report_failure(runtime, message, "busy" if busy else "error")
             return out
         elapsed = time.monotonic() - started
         out.trace.append((spec, "would run" if dry_run else "done", detail, elapsed))
         log("debug", f"{where(rule, spec)}: {detail} ({elapsed * 1000:.1f} ms)")
-        applied.append((spec, step))
+        if journaled:
+            applied.append(journaled)
+    if not dry_run:
+        runtime.test_point("end")
     return out
 
 
 def _revert(rule, applied, runtime):
-    for spec, step in reversed(applied):
-        try:
-            step.revert(runtime)
-            runtime.log("debug", f"{where(rule, spec)}: reverted {spec['type']}")
-        except Exception as e:
-            runtime.log("err", f"{where(rule, spec)}: revert of {spec['type']} failed: {e}")
+    """Undo the applied steps, newest first, with the code that replays a journal."""
+    from .recovery import undo_steps
+    steps = [(n, spec["type"], step.args, step.record, where(rule, spec))
+             for n, spec, step in reversed(applied)]
+    undo_steps(runtime, runtime.journal, steps, live={n: step for n, _, step in applied})
 
 
-def _report_failure(runtime, message, status):
+def report_failure(runtime, message, status):
     """Tell libxl, like the bash fatal/ebusy: hotplug-error, then hotplug-status."""
     try:
         backend = runtime.backend_path()

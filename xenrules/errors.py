@@ -35,3 +35,7 @@ class XenstoreError(XenrulesError):
 
 class LockError(XenrulesError):
     """A hotplug lock could not be taken."""
+
+
+class JournalError(XenrulesError):
+    """The journal (crash-safe revert) cannot be read, written or trusted."""

@@ -120,6 +120,21 @@ def warm_up(env):
     return config
 
 
+def recover(config):
+    """Before serving: undo what events killed while no helper ran left half-done."""
+    from .log import Log
+    from .recovery import recover_all
+    try:
+        replayed, left, failures = recover_all(
+            config, dict(os.environ), Log("xenrules-helper", config.log_level, config.log_file),
+            out=lambda line: log(f"recover: {line}"))
+    except Exception as e:   # the journal is the events' business too: serve anyway
+        log(f"cannot recover the journals: {e}")
+        return
+    if replayed or left or failures:
+        log(f"recovered {replayed} journal(s), {left} left alone, {len(failures)} undo(s) failed")
+
+
 class Pool:
     """Keeps SPARES idle supervisors (each with its worker), at most MAX_EVENTS in all.
 
@@ -213,6 +228,7 @@ def main(argv=None):
     if args.spares < 1 or args.max_events < args.spares:
         ap.error("need 1 <= --spares <= --max-events")
     config = warm_up(os.environ)
+    recover(config)
     listener = listener_from_systemd()
     if listener is None:
         listener = bind(args.socket)

@@ -15,6 +15,7 @@ from .context import Context
 from .errors import RuleError, XenrulesError
 from .event import Event
 from .fallback import run_original
+from .journal import Journal
 from .log import Log
 from .runtime import Runtime
 
@@ -29,13 +30,33 @@ def handle(argv0, words, env, echo=None):
     if capture:   # the only work capture costs when it is off: that lookup
         capture = _recorder(capture, event, config, log)
     try:
-        return _run(config, event, log, started, capture)
+        journal = Journal.for_event(config, event)
+        if journal is not None and journal.exists():
+            # a killed event's journal for this device: undone before anything else
+            from .recovery import replay_for_event
+            replay_for_event(journal, config, event, log)
+    except XenrulesError as e:
+        # nothing done: refuse, like any failure before the first step
+        log("err", f"{event.describe()}: {e}")
+        runtime = Runtime(config, event, log)
+        try:
+            engine.report_failure(runtime, str(e), "error")
+        finally:
+            runtime.close()
+        if capture:
+            capture.finish(1, "error", str(e))
+        return 1
+    try:
+        return _run(config, event, log, journal, started, capture)
     except XenrulesError as e:
         log("err", str(e))
         report_failure(config, event, log, str(e))
         if capture:
             capture.finish(1, "error", str(e))
         return 1
+    finally:
+        if journal is not None:
+            journal.release()   # still held here: the event did not complete (exec, exception)
 
 
 def _recorder(settings, event, config, log):
@@ -47,32 +68,39 @@ def _recorder(settings, event, config, log):
         return None
 
 
-def _fall_back(config, event, log, reason, capture):
+def _fall_back(config, event, log, journal, reason, capture):
+    if journal is not None:
+        journal.finish()   # nothing of ours ran: nothing to replay
     if capture:
         from .fallback import original_path
         capture.finish(None, "fallback", reason, fallback=original_path(config, event.script))
     return run_original(config, event, log, reason)
 
 
-def _run(config, event, log, started, capture):
+def _run(config, event, log, journal, started, capture):
     try:
         # only the rules the index says may match: 1000 rules cost about what 10 do
         rules = ruleset.candidates(config, engine.event_lookup(event), log)
         rule, _ = engine.choose(rules, event)
     except RuleError as e:
         log("err", f"rule files do not validate:\n{e}")
-        return _fall_back(config, event, log, f"rules do not load ({first_line(e)})", capture)
+        return _fall_back(config, event, log, journal, f"rules do not load ({first_line(e)})",
+                          capture)
     except Exception as e:   # whatever breaks in the rules, the original still serves
         log("err", f"rules cannot be loaded: {e!r}")
-        return _fall_back(config, event, log, f"rules do not load ({e!r})", capture)
+        return _fall_back(config, event, log, journal, f"rules do not load ({e!r})", capture)
     if rule is None:
-        return _fall_back(config, event, log, f"no rule for {event.describe()}", capture)
-    runtime = Runtime(config, event, log, xenstore=capture.store if capture else None)
+        return _fall_back(config, event, log, journal, f"no rule for {event.describe()}", capture)
+    runtime = Runtime(config, event, log, xenstore=capture.store if capture else None,
+                      journal=journal)
     runtime.context = Context(event, rule["vars"], runtime)
     if capture:
         capture.rule(rule)
     try:
         outcome = engine.execute(rule, runtime.context, runtime)
+        # done, or failed and reverted in-process: nothing left to replay
+        if journal is not None:
+            journal.finish()
     finally:
         runtime.close()
     ms = (time.monotonic() - started) * 1000

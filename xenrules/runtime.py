@@ -3,11 +3,16 @@
 Connections open on first use only: an event whose rule never touches a
 link does not pay for importing pyroute2.
 """
+import os
+
 from .errors import StepError
+
+# Test-only: stop points are honoured only with XENRULES_TEST_HOOKS=1 (see test_point).
+TEST_SWITCH = "XENRULES_TEST_HOOKS"
 
 
 class Runtime:
-    def __init__(self, config, event, log, xenstore=None):
+    def __init__(self, config, event, log, xenstore=None, journal=None):
         self.config = config
         self.event = event
         self.log = log
@@ -15,6 +20,52 @@ class Runtime:
         self._xenstore = xenstore
         self._netlink = None
         self.locks = {}
+        self.lock_dir = config.lock_dir
+        self.journal = journal    # the device's journal.Journal (None: nothing to journal)
+        self._step = None         # (n, step) being applied, for note()
+        env = event.env if event is not None else {}
+        self._test_points = {}
+        if env.get(TEST_SWITCH) == "1":
+            for verb in ("kill", "stop"):
+                for point in env.get(f"XENRULES_TEST_{verb.upper()}_AT", "").split(","):
+                    if point:
+                        self._test_points[point] = verb
+
+    def test_point(self, name):
+        """TEST ONLY: with XENRULES_TEST_HOOKS=1, XENRULES_TEST_KILL_AT=POINT[,...]
+        makes the event SIGKILL itself at POINT, XENRULES_TEST_STOP_AT SIGSTOP
+        itself (for a test to kill it from outside). Points: before:N (step N
+        not begun), apply:N (its journal record written), after:N (applied),
+        undo:N (a revert or replay about to undo step N), end (every step done,
+        the journal not yet removed), and points inside steps (loop.attached)."""
+        verb = self._test_points.get(name)
+        if verb:
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL if verb == "kill" else signal.SIGSTOP)
+
+    def journal_step(self, n, step, where):
+        """Record step n (its type, arguments, undo record) before it applies."""
+        self._step = (n, step)
+        journal = self.journal
+        if journal is None:
+            return
+        if not journal.started:
+            journal.acquire()
+            journal.start({"v": 1, "event": self.event.describe(), "pid": os.getpid(),
+                           "key": journal.key, "xenstore": os.environ.get("XENSTORED_PATH", ""),
+                           "lock_dir": self.lock_dir})
+        journal.step(n, step.type_name, step.args, step.record, where)
+
+    def note(self, step, **more):
+        """What a step learnt while applying (the loop device it got), for its undo."""
+        step.record.update(more)
+        if self.journal is not None and self.journal.started and self._step and self._step[1] is step:
+            self.journal.note(self._step[0], more)
+
+    def finish_journal(self):
+        """The event is complete as far as xenrules goes (also before an exec)."""
+        if self.journal is not None:
+            self.journal.finish()
 
     @property
     def xenstore(self):
@@ -37,7 +88,7 @@ class Runtime:
     def lock(self, name):
         if name not in self.locks:
             from .locking import HotplugLock   # most events take no lock
-            held = HotplugLock(self.config.lock_dir, name)
+            held = HotplugLock(self.lock_dir, name)
             held.acquire()
             self.locks[name] = held
 

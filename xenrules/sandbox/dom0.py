@@ -104,6 +104,9 @@ class SimulatedDom0:
         self._destroyed = False
         ensure_host_dirs()
         self.state_dir = tempfile.mkdtemp(prefix="xenrules-state-%s-" % self.netns)
+        # the journals on a tmpfs, as a dom0's /run is (fsync costs nothing there)
+        self.journal_dir = tempfile.mkdtemp(prefix="xenrules-journal-%s-" % self.netns,
+                                            dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         try:
             self._ip("netns", "add", self.netns, netns=False)
             self._created = True
@@ -368,6 +371,8 @@ class SimulatedDom0:
             "XENRULES_RULES_PATH": rules_path or os.path.join(REPO_ROOT, "rules.d"),
             "XENRULES_STATE_DIR": state_dir or self.state_dir,
             "XENRULES_ORIGINALS_DIR": originals,
+            # a private journal directory: never the host's /run/xenrules
+            "XENRULES_JOURNAL_DIR": self.journal_dir,
         }
 
     def run_xenrules(self, script, args, env, rules_path=None, state_dir=None,
@@ -529,3 +534,4 @@ class SimulatedDom0:
                 self._ip("netns", "del", self.netns, netns=False)
         finally:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            shutil.rmtree(self.journal_dir, ignore_errors=True)

@@ -9,7 +9,9 @@ import os
 
 from ..errors import StepError
 from .base import Step
-from .netlink import IFNAME, checked_name, index
+from .netlink import IFNAME, checked_name, index, live_index
+
+EEXIST, EADDRNOTAVAIL = 17, 99
 
 CIDR = {"type": "string", "minLength": 1,
         "description": "ADDRESS or ADDRESS/PREFIXLEN (IPv4 or IPv6); no prefix means a host "
@@ -92,8 +94,8 @@ class Add(Step):
     }
     required = ("dev", "address")
 
-    def apply(self, runtime):
-        dev = checked_name(self.args["dev"])
+    def checked(self):
+        """(address, prefixlen, broadcast text), every value checked."""
         addr, plen = parse_cidr(self.args["address"])
         broadcast = str(self.args.get("broadcast") or "").strip()
         if broadcast:
@@ -103,23 +105,44 @@ class Add(Step):
                 raise StepError(f"invalid broadcast address {broadcast!r}") from None
             if addr.version != 4 or brd.version != 4:
                 raise StepError(f"a broadcast address needs IPv4: {addr} brd {brd}")
+        return addr, plen, broadcast
+
+    def undo_record(self, runtime):
+        dev = checked_name(self.args["dev"])
+        addr, plen, _ = self.checked()
         idx = index(runtime, dev)
-        self.added = False
         if (addr, plen) in addresses_of(runtime, idx, family(addr)):
             if self.args.get("exists", "ok") == "fail":
                 raise StepError(f"ip address add {addr}/{plen} dev {dev} failed: File exists")
             runtime.log("debug", f"{dev} already has {addr}/{plen}")
-            return
-        extra = {"broadcast": broadcast} if broadcast else {}
-        kernel_call(f"ip address add {addr}/{plen} dev {dev}", runtime.netlink().addr, "add",
-                    index=idx, family=family(addr), address=str(addr), prefixlen=plen, **extra)
-        self.added = True
+            return None
+        return {"ifindex": idx, "family": family(addr), "address": str(addr), "prefixlen": plen}
 
-    def revert(self, runtime):
-        if getattr(self, "added", False):
-            addr, plen = parse_cidr(self.args["address"])
-            runtime.netlink().addr("del", index=index(runtime, self.args["dev"]),
-                                   family=family(addr), address=str(addr), prefixlen=plen)
+    def apply(self, runtime):
+        if self.record is None:
+            return
+        addr, plen, broadcast = self.checked()
+        extra = {"broadcast": broadcast} if broadcast else {}
+        kernel_call(f"ip address add {addr}/{plen} dev {self.args['dev']}", runtime.netlink().addr,
+                    "add", index=self.record["ifindex"], family=family(addr), address=str(addr),
+                    prefixlen=plen, **extra)
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        # the address was not there before the step (else no record)
+        idx = live_index(record["ifindex"])
+        if idx is None:
+            return
+        try:
+            runtime.netlink().addr("del", index=idx, family=record["family"],
+                                   address=record["address"], prefixlen=record["prefixlen"])
+        except netlink_errors() as e:
+            if error_code(e) != EADDRNOTAVAIL:   # never added, or removed already
+                raise
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['dev']}: remove address {record['address']}/{record['prefixlen']}"
 
     def describe(self):
         brd = self.args.get("broadcast")
@@ -132,30 +155,45 @@ class Remove(Step):
     properties = {"dev": dict(IFNAME, description="the device"), "address": CIDR}
     required = ("dev", "address")
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         from .. import netinfo
         dev = checked_name(self.args["dev"])
         addr, plen = parse_cidr(self.args["address"])
-        self.removed = False
         if not netinfo.exists(dev):
             runtime.log("debug", f"{dev} does not exist: no address to remove")
-            return
+            return None
         idx = index(runtime, dev)
         present = addresses_of(runtime, idx, family(addr))
         if (addr, plen) not in present:
             runtime.log("debug", f"{dev} has no address {addr}/{plen}")
-            return
-        self.broadcast = present[(addr, plen)]
-        kernel_call(f"ip address del {addr}/{plen} dev {dev}", runtime.netlink().addr, "del",
-                    index=idx, family=family(addr), address=str(addr), prefixlen=plen)
-        self.removed = True
+            return None
+        return {"ifindex": idx, "family": family(addr), "address": str(addr), "prefixlen": plen,
+                "broadcast": present[(addr, plen)]}
 
-    def revert(self, runtime):
-        if getattr(self, "removed", False):
-            addr, plen = parse_cidr(self.args["address"])
-            extra = {"broadcast": self.broadcast} if self.broadcast else {}
-            runtime.netlink().addr("add", index=index(runtime, self.args["dev"]),
-                                   family=family(addr), address=str(addr), prefixlen=plen, **extra)
+    def apply(self, runtime):
+        r = self.record
+        if r is None:
+            return
+        kernel_call(f"ip address del {r['address']}/{r['prefixlen']} dev {self.args['dev']}",
+                    runtime.netlink().addr, "del", index=r["ifindex"], family=r["family"],
+                    address=r["address"], prefixlen=r["prefixlen"])
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        idx = live_index(record["ifindex"])
+        if idx is None:
+            return
+        extra = {"broadcast": record["broadcast"]} if record["broadcast"] else {}
+        try:
+            runtime.netlink().addr("add", index=idx, family=record["family"],
+                                   address=record["address"], prefixlen=record["prefixlen"], **extra)
+        except netlink_errors() as e:
+            if error_code(e) != EEXIST:   # never removed, or put back already
+                raise
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['dev']}: add address {record['address']}/{record['prefixlen']} again"
 
     def describe(self):
         return f"{self.args['dev']}: remove address {self.args['address']} (if there)"

@@ -298,18 +298,20 @@ class WritePhysicalDevice(Step):
         mm = major_minor(self.args["dev"]) if self.args["dev"] else None
         if not mm:
             raise StepError("Backend device does not exist")
-        backend = runtime.backend_path()
-        self.previous = {k: runtime.xenstore.read(f"{backend}/{k}") for k in self.KEYS}
+        backend = self.record["backend"]
         runtime.xenstore.write(f"{backend}/physical-device", mm)
         runtime.xenstore.write(f"{backend}/physical-device-path", self.args["dev"])
 
-    def revert(self, runtime):
+    def undo_record(self, runtime):
         backend = runtime.backend_path()
-        for key, value in self.previous.items():
-            if value is None:
-                runtime.xenstore.remove(f"{backend}/{key}")
-            else:
-                runtime.xenstore.write(f"{backend}/{key}", value)
+        return {"backend": backend,
+                "previous": {k: runtime.xenstore.read(f"{backend}/{k}") for k in self.KEYS}}
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        from .xenstore import restore_node
+        for key, value in record["previous"].items():
+            restore_node(runtime.xenstore, f"{record['backend']}/{key}", value)
 
     def describe(self):
         return f"write <backend>/physical-device and physical-device-path for {self.args['dev']}"
@@ -333,7 +335,9 @@ class RunOriginal(Step):
             raise StepError(f"refusing block type {kind!r}: block-<type> must name a script "
                             "in the scripts directory")
         reason = self.args.get("reason") or "handed over by the rule"
-        # exec keeps no xenstore connection or lock of ours
+        # exec keeps no xenstore connection or lock of ours; the original owns
+        # the device from here, so no journal of ours may undo it later
+        runtime.finish_journal()
         runtime.close()
         run_original(runtime.config, runtime.event, runtime.log, reason)
 

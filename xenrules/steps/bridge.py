@@ -2,7 +2,7 @@
 from .. import netinfo
 from ..errors import StepError
 from .base import Step
-from .netlink import IFNAME, call, checked_name, index
+from .netlink import IFNAME, call, checked_name, index, live_index
 
 
 class Require(Step):
@@ -31,20 +31,28 @@ class Create(Step):
                   "forward_delay": {"type": "integer", "minimum": 0}}
     required = ("name",)
 
+    def undo_record(self, runtime):
+        return None if netinfo.is_bridge(checked_name(self.args["name"])) else {}
+
     def apply(self, runtime):
-        name = checked_name(self.args["name"])
-        self.created = False
-        if netinfo.is_bridge(name):
+        name = self.args["name"]
+        if self.record is None:
             return
         stp = 1 if self.args.get("stp", False) else 0
         delay = int(self.args.get("forward_delay", 0)) * 100   # seconds -> centiseconds (USER_HZ)
         call(f"ip link add {name} type bridge", runtime.netlink().link, "add", ifname=name,
              kind="bridge", br_stp_state=stp, br_forward_delay=delay)
-        self.created = True
 
-    def revert(self, runtime):
-        if self.created:
-            runtime.netlink().link("del", index=index(runtime, self.args["name"]))
+    @classmethod
+    def undo(cls, runtime, args, record):
+        # the bridge did not exist before the step (else no record): whatever
+        # bears the name now was made by it
+        if netinfo.is_bridge(args["name"]):
+            runtime.netlink().link("del", index=index(runtime, args["name"]))
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"delete bridge {args['name']} (created by the event)"
 
     def describe(self):
         return f"create bridge {self.args['name']} unless it exists (stp off, forward delay 0)"
@@ -56,20 +64,34 @@ class AddPort(Step):
     properties = {"bridge": IFNAME, "dev": IFNAME}
     required = ("bridge", "dev")
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         bridge, dev = self.args["bridge"], self.args["dev"]
-        self.previous = netinfo.master(checked_name(dev))
-        if self.previous == bridge:
+        previous = netinfo.master(checked_name(dev))
+        if previous == bridge:
             runtime.log("debug", f"{dev} already on bridge {bridge}")
+            return None
+        return {"ifindex": index(runtime, dev),
+                "previous": index(runtime, previous) if previous else 0}
+
+    def apply(self, runtime):
+        if self.record is None:
             return
+        bridge, dev = self.args["bridge"], self.args["dev"]
         bidx = index(runtime, bridge)
         call(f"ip link set {dev} master {bridge}", runtime.netlink().link, "set",
-             index=index(runtime, dev), master=bidx)
+             index=self.record["ifindex"], master=bidx)
 
-    def revert(self, runtime):
-        if self.previous != self.args["bridge"]:
-            prev = index(runtime, self.previous) if self.previous else 0
-            runtime.netlink().link("set", index=index(runtime, self.args["dev"]), master=prev)
+    @classmethod
+    def undo(cls, runtime, args, record):
+        idx = live_index(record["ifindex"])
+        if idx is not None:
+            prev = (live_index(record["previous"]) or 0) if record["previous"] else 0
+            runtime.netlink().link("set", index=idx, master=prev)
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        was = f"ifindex {record['previous']}" if record["previous"] else "no master"
+        return f"{args['dev']}: off bridge {args['bridge']} ({was} again)"
 
     def describe(self):
         return f"add {self.args['dev']} to bridge {self.args['bridge']}"
@@ -81,20 +103,27 @@ class DelPort(Step):
     properties = {"bridge": IFNAME, "dev": IFNAME}
     required = ("bridge", "dev")
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         bridge, dev = self.args["bridge"], self.args["dev"]
-        self.released = False
         if netinfo.master(checked_name(dev)) != bridge:
             runtime.log("debug", f"{dev} not on bridge {bridge}")
-            return
-        call(f"ip link set {dev} nomaster", runtime.netlink().link, "set",
-             index=index(runtime, dev), master=0)
-        self.released = True
+            return None
+        return {"ifindex": index(runtime, dev), "bridge": index(runtime, bridge)}
 
-    def revert(self, runtime):
-        if self.released:
-            runtime.netlink().link("set", index=index(runtime, self.args["dev"]),
-                                   master=index(runtime, self.args["bridge"]))
+    def apply(self, runtime):
+        if self.record is not None:
+            call(f"ip link set {self.args['dev']} nomaster", runtime.netlink().link, "set",
+                 index=self.record["ifindex"], master=0)
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        idx, bridge = live_index(record["ifindex"]), live_index(record["bridge"])
+        if idx is not None and bridge is not None:
+            runtime.netlink().link("set", index=idx, master=bridge)
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['dev']}: back on bridge {args['bridge']}"
 
     def describe(self):
         return f"remove {self.args['dev']} from bridge {self.args['bridge']}"

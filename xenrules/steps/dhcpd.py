@@ -174,31 +174,58 @@ class _FileEdit(Step):
         """Return the new text; raise StepError if the step cannot be done."""
         raise NotImplementedError
 
-    def undo(self, text):
-        """Undo this step's edit on a text someone else changed since."""
+    def unedit(self, text):
+        """Undo this step's edit on a text someone else changed since
+        (self.removed: the lines the edit took out)."""
         raise NotImplementedError
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
+        # under the lock from here to the end of the event: nobody edits the
+        # file between this reading and apply's writing
         path = self.file()
         runtime.lock(self.lock_name())
-        self.before = read_text(path)
-        self.after = self.edit(self.before)
-        if self.after != self.before:
-            write_in_place(path, self.after)
+        before = read_text(path)
+        self.removed = []
+        self.after = self.edit(before)
+        self.planned = True
+        if self.after == before:
+            return None
+        # the whole text before (a dhcpd.conf is a few KB): undo restores it
+        # byte for byte unless someone edited the file since
+        return {"before": before, "after_crc": _crc(self.after), "removed": self.removed}
 
-    def revert(self, runtime):
-        if getattr(self, "after", None) is None or self.after == self.before:
-            return
-        name = self.lock_name()
+    def apply(self, runtime):
+        if not getattr(self, "planned", False):
+            self.record = self.undo_record(runtime)   # called alone (tests): plan it now
+        if self.record is not None:
+            write_in_place(self.args["file"], self.after)
+            runtime.test_point("dhcpd.edited")
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        step = cls(args)
+        step.removed = record["removed"]
+        name = step.lock_name()
         took = name not in runtime.locks
         runtime.lock(name)
         try:
-            path = self.args["file"]
+            path = args["file"]
             now = read_text(path)
-            write_in_place(path, self.before if now == self.after else self.undo(now))
+            new = record["before"] if _crc(now) == record["after_crc"] else step.unedit(now)
+            if new != now:
+                write_in_place(path, new)
         finally:
             if took:
                 runtime.unlock(name)
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['file']}: back as before the edit ({cls(args).describe()})"
+
+
+def _crc(text):
+    from zlib import crc32
+    return crc32(text.encode("utf-8", "surrogateescape"))
 
 
 class AddHost(_FileEdit):
@@ -221,15 +248,15 @@ class AddHost(_FileEdit):
                           _checked(_IPV4, a["address"], "guest address"),
                           _checked(_IPV4, a["router"], "router address"))
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         self.entry()   # refuse bad values before taking the lock
-        super().apply(runtime)
+        return super().undo_record(runtime)
 
     def edit(self, text):
         new, self.removed = with_host(text, self.args["name"], self.entry())
         return new
 
-    def undo(self, text):
+    def unedit(self, text):
         new, _ = without_host(text, self.args["name"])
         return new + "".join(line + "\n" for line in self.removed)
 
@@ -250,7 +277,7 @@ class RemoveHost(_FileEdit):
         new, self.removed = without_host(text, self.args["name"])
         return new
 
-    def undo(self, text):
+    def unedit(self, text):
         return text + "".join(line + "\n" for line in self.removed)
 
     def describe(self):
@@ -279,7 +306,7 @@ class AddInterface(_FileEdit):
         dev = _checked(_IFNAME, self.args["dev"], "interface name")
         return edit_lists(text, _keys(self.args), dev, add=True)
 
-    def undo(self, text):
+    def unedit(self, text):
         return edit_lists(text, _keys(self.args), self.args["dev"], add=False)
 
     def describe(self):
@@ -296,7 +323,7 @@ class RemoveInterface(_FileEdit):
         dev = _checked(_IFNAME, self.args["dev"], "interface name")
         return edit_lists(text, _keys(self.args), dev, add=False)
 
-    def undo(self, text):
+    def unedit(self, text):
         return edit_lists(text, _keys(self.args), self.args["dev"], add=True)
 
     def describe(self):

@@ -145,14 +145,19 @@ class Vif(Step):
     }
     required = ("action", "dev")
 
-    def apply(self, runtime):
-        self.done = []      # (verb, rule) that took effect, for revert
-        dev = checked_name(self.args["dev"])
-        action = self.args["action"]
-        if action not in INSERTING + REMOVING:
-            raise StepError(f"firewall.vif: action {action!r} is none of "
+    def undo_record(self, runtime):
+        checked_name(self.args["dev"])
+        if self.args["action"] not in INSERTING + REMOVING:
+            raise StepError(f"firewall.vif: action {self.args['action']!r} is none of "
                             + ", ".join(INSERTING + REMOVING))
-        verb = "-I" if action in INSERTING else "-D"
+        # filled in by notes: each iptables call about to run (pending), and
+        # those that took effect (done)
+        return {"done": [], "pending": None}
+
+    def apply(self, runtime):
+        self.done = []      # [verb, rule] that took effect, for revert
+        dev = checked_name(self.args["dev"])
+        verb = "-I" if self.args["action"] in INSERTING else "-D"
         self.budget = Budget(int(self.args.get("timeout", DEFAULT_TIMEOUT)))
         ok, why = iptables(runtime, ["-L", "-n"], self.budget)
         if not ok:
@@ -168,34 +173,47 @@ class Vif(Step):
                 ok, why = False, out_rule
             # like `iptables_w -I ...in... && iptables_w -I ...out...`
             for rule in (in_rule, out_rule) if in_rule else ():
+                self._note(runtime, [verb, rule])
                 ok, why = iptables(runtime, [verb] + rule, self.budget)
                 if not ok:
                     break
-                self.done.append((verb, rule))
+                self.done.append([verb, rule])
+                runtime.test_point("firewall.vif.rule")
             if ok or verb == "-D":
                 if not ok:
                     runtime.log("debug", f"{why} (rule already gone?)")
                 continue
             runtime.log("err", f"{FAILED} ({why})")
             if self.args.get("strict"):
-                self._undo(runtime)
+                # the engine undoes the failed step from its record
                 raise StepError(f"{FAILED} ({why})")
+        self._note(runtime, None)
 
-    def _undo(self, runtime):
-        # Deleted rules go back in the order they were deleted: each -I puts
-        # its rule first, which rebuilds the order the original's online made.
-        done = self.done if self.done and self.done[0][0] == "-D" else reversed(self.done)
-        budget = Budget(int(self.args.get("timeout", DEFAULT_TIMEOUT)))   # a fresh one
-        for verb, rule in list(done):
-            ok, why = iptables(runtime, ["-D" if verb == "-I" else "-I"] + rule, budget)
-            if not ok:
-                runtime.log("err", f"cannot undo a firewall rule: {why}")
-        self.done = []
+    def _note(self, runtime, pending):
+        if self.record is not None:
+            runtime.note(self, done=list(self.done), pending=pending)
 
-    def revert(self, runtime):
-        if getattr(self, "done", None):
-            with _held(runtime, self.args.get("lock") or "iptables"):
-                self._undo(runtime)
+    @classmethod
+    def undo(cls, runtime, args, record):
+        done = list(record["done"])
+        budget = Budget(int(args.get("timeout", DEFAULT_TIMEOUT)))   # a fresh one
+        with _held(runtime, args.get("lock") or "iptables"):
+            pending = record["pending"]
+            # killed around an insert: undone if it is there; a delete that may
+            # have happened stays done (the teardown direction)
+            if pending and pending[0] == "-I" and iptables(runtime, ["-C"] + pending[1], budget)[0]:
+                done.append(pending)
+            # Deleted rules go back in the order they were deleted: each -I puts
+            # its rule first, which rebuilds the order the original's online made.
+            for verb, rule in done if done and done[0][0] == "-D" else reversed(done):
+                ok, why = iptables(runtime, ["-D" if verb == "-I" else "-I"] + rule, budget)
+                if not ok:
+                    runtime.log("err", f"cannot undo a firewall rule: {why}")
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return (f"{args['dev']}: undo {len(record['done'])} iptables change(s)"
+                + (" and the one in flight" if record["pending"] else ""))
 
     def describe(self):
         verb = "insert" if self.args["action"] in INSERTING else "delete"

@@ -9,8 +9,22 @@ class Success(Step):
     type_name = "hotplug.success"
     summary = "write <backend>/hotplug-status = connected (the bash `success`)"
 
+    def undo_record(self, runtime):
+        node = runtime.backend_path() + "/hotplug-status"
+        return {"node": node, "previous": runtime.xenstore.read(node)}
+
     def apply(self, runtime):
-        runtime.xenstore.write(runtime.backend_path() + "/hotplug-status", "connected")
+        runtime.xenstore.write(self.record["node"], "connected")
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        # a killed event never connected: hotplug-status as it was before
+        from .xenstore import restore_node
+        restore_node(runtime.xenstore, record["node"], record["previous"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"write {record['node']} = {record['previous']!r} again"
 
     def describe(self):
         return "write <backend>/hotplug-status = connected"

@@ -2,7 +2,9 @@
 from .. import netinfo
 from ..errors import StepError
 from .base import Step
-from .netlink import IFNAME, call, checked_name, index, is_up, link_attr
+from .netlink import IFNAME, call, checked_name, index, is_up, link_attr, live_index
+
+EEXIST, EBUSY = 17, 16
 
 # The numerically largest non-broadcast address, so the bridge never takes a
 # vif's address as its own for STP (xen-network-common.sh).
@@ -15,20 +17,45 @@ class Rename(Step):
     properties = {"dev": IFNAME, "to": IFNAME}
     required = ("dev", "to")
 
-    def apply(self, runtime):
-        dev, to = self.args["dev"], checked_name(self.args["to"])
+    def undo_record(self, runtime):
+        dev, to = checked_name(self.args["dev"]), checked_name(self.args["to"])
         if dev == to:
-            return
+            return None
         if netinfo.exists(to):
             raise StepError(f"Cannot rename interface {dev}. An interface with name {to} already exists.")
-        ipr = runtime.netlink()
-        call(f"ip link set {dev} name {to}", ipr.link, "set", index=index(runtime, dev), ifname=to)
-        self.done = True
+        # the device by its ifindex, which a rename keeps: undo renames that one only
+        return {"ifindex": index(runtime, dev)}
 
-    def revert(self, runtime):
-        if getattr(self, "done", False):
-            ipr = runtime.netlink()
-            ipr.link("set", index=index(runtime, self.args["to"]), ifname=self.args["dev"])
+    def apply(self, runtime):
+        dev, to = self.args["dev"], self.args["to"]
+        if self.record is None:
+            return
+        ipr = runtime.netlink()
+        call(f"ip link set {dev} name {to}", ipr.link, "set", index=self.record["ifindex"], ifname=to)
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        import socket
+        try:
+            current = socket.if_indextoname(record["ifindex"])
+        except OSError:
+            return   # the device is gone (netback removed it): nothing to rename
+        if current != args["to"]:
+            return   # never renamed, or renamed back already
+        ipr, idx = runtime.netlink(), record["ifindex"]
+        try:
+            ipr.link("set", index=idx, ifname=args["dev"])
+        except Exception as e:
+            # kernels before 6.2 rename only a device that is down (EBUSY)
+            if getattr(e, "code", None) != EBUSY:
+                raise
+            ipr.link("set", index=idx, state="down")
+            ipr.link("set", index=idx, ifname=args["dev"])
+            ipr.link("set", index=idx, state="up")
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"rename {args['to']} (ifindex {record['ifindex']}) back to {args['dev']}"
 
     def describe(self):
         return f"rename {self.args['dev']} to {self.args['to']} (fail if {self.args['to']} exists)"
@@ -40,30 +67,48 @@ class PreparePort(Step):
     properties = {"dev": IFNAME}
     required = ("dev",)
 
+    def undo_record(self, runtime):
+        idx = index(runtime, self.args["dev"])
+        return {"ifindex": idx, "was_up": is_up(runtime, idx),
+                "mac": link_attr(runtime, idx, "IFLA_ADDRESS"),
+                "addrs": [[a["family"], a.get_attr("IFA_ADDRESS"), a["prefixlen"]]
+                          for a in runtime.netlink().get_addr(index=idx)]}
+
     def apply(self, runtime):
         dev = self.args["dev"]
         ipr = runtime.netlink()
-        idx = index(runtime, dev)
-        self.was_up = is_up(runtime, idx)
-        self.mac = link_attr(runtime, idx, "IFLA_ADDRESS")
-        self.addrs = [(a["family"], a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-                      for a in ipr.get_addr(index=idx)]
+        idx = self.record["ifindex"]
         call(f"ip link set dev {dev} down", ipr.link, "set", index=idx, state="down")
+        runtime.test_point("link.prepare_port.down")
         try:
             ipr.link("set", index=idx, address=PORT_MAC)
         except OSError:
             runtime.log("debug", f"ip link set dev {dev} address {PORT_MAC} failed (ignored, as bash did)")
         call(f"ip address flush dev {dev}", ipr.flush_addr, index=idx)
 
-    def revert(self, runtime):
+    @classmethod
+    def undo(cls, runtime, args, record):
+        from .address import netlink_errors
+        idx = live_index(record["ifindex"])
+        if idx is None:
+            return
         ipr = runtime.netlink()
-        idx = index(runtime, self.args["dev"])
-        if self.mac:
-            ipr.link("set", index=idx, address=self.mac)
-        for family, address, prefixlen in self.addrs:
-            ipr.addr("add", index=idx, family=family, address=address, prefixlen=prefixlen)
-        if self.was_up:
+        if record["mac"]:
+            ipr.link("set", index=idx, address=record["mac"])
+        for family, address, prefixlen in record["addrs"]:
+            try:
+                ipr.addr("add", index=idx, family=family, address=address, prefixlen=prefixlen)
+            except netlink_errors() as e:
+                if getattr(e, "code", None) != EEXIST:   # never flushed, or put back already
+                    raise
+        if record["was_up"]:
             ipr.link("set", index=idx, state="up")
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        addrs = " ".join(f"{a}/{p}" for _f, a, p in record["addrs"]) or "none"
+        return (f"{args['dev']}: address {record['mac']}, addresses {addrs}"
+                + (", up" if record["was_up"] else ""))
 
     def describe(self):
         return f"{self.args['dev']}: link down, address {PORT_MAC}, flush addresses"
@@ -81,15 +126,24 @@ class Mtu(Step):
             raise StepError(f"invalid MTU {text!r} for {self.args['dev']}")
         return int(text)
 
-    def apply(self, runtime):
-        mtu = self.mtu()
-        dev = self.args["dev"]
-        idx = index(runtime, dev)
-        self.previous = link_attr(runtime, idx, "IFLA_MTU")
-        call(f"ip link set dev {dev} mtu {mtu}", runtime.netlink().link, "set", index=idx, mtu=mtu)
+    def undo_record(self, runtime):
+        self.mtu()   # an invalid MTU fails before anything is journaled
+        idx = index(runtime, self.args["dev"])
+        return {"ifindex": idx, "previous": link_attr(runtime, idx, "IFLA_MTU")}
 
-    def revert(self, runtime):
-        runtime.netlink().link("set", index=index(runtime, self.args["dev"]), mtu=self.previous)
+    def apply(self, runtime):
+        call(f"ip link set dev {self.args['dev']} mtu {self.mtu()}", runtime.netlink().link,
+             "set", index=self.record["ifindex"], mtu=self.mtu())
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        idx = live_index(record["ifindex"])
+        if idx is not None:
+            runtime.netlink().link("set", index=idx, mtu=record["previous"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['dev']}: mtu {record['previous']} again"
 
     def describe(self):
         return f"{self.args['dev']}: mtu {self.args['mtu']}"
@@ -100,20 +154,29 @@ class _State(Step):
     required = ("dev",)
     state = ""
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         dev = checked_name(self.args["dev"])
-        self.was_up = netinfo.is_up(dev)
-        if self.was_up is None:
+        was_up = netinfo.is_up(dev)
+        if was_up is None:
             raise StepError(f"device {dev} does not exist")
-        if self.was_up == (self.state == "up"):
-            return   # already so: no netlink needed
-        call(f"ip link set dev {dev} {self.state}", runtime.netlink().link, "set",
-             index=index(runtime, dev), state=self.state)
+        if was_up == (self.state == "up"):
+            return None   # already so: nothing to do, nothing to undo
+        return {"ifindex": index(runtime, dev)}
 
-    def revert(self, runtime):
-        if self.was_up != (self.state == "up"):
-            undo = "up" if self.was_up else "down"
-            runtime.netlink().link("set", index=index(runtime, self.args["dev"]), state=undo)
+    def apply(self, runtime):
+        if self.record is not None:
+            call(f"ip link set dev {self.args['dev']} {self.state}", runtime.netlink().link, "set",
+                 index=self.record["ifindex"], state=self.state)
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        idx = live_index(record["ifindex"])
+        if idx is not None:
+            runtime.netlink().link("set", index=idx, state="down" if cls.state == "up" else "up")
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['dev']}: link {'down' if cls.state == 'up' else 'up'} again"
 
     def describe(self):
         return f"{self.args['dev']}: link {self.state}"

@@ -10,11 +10,23 @@ class Acquire(Step):
     properties = {"name": NAME}
     required = ("name",)
 
+    def undo_record(self, runtime):
+        return {}   # the name is in the arguments; a replay takes the lock again first
+
     def apply(self, runtime):
         runtime.lock(self.args["name"])
 
-    def revert(self, runtime):
-        runtime.unlock(self.args["name"])
+    @classmethod
+    def retake(cls, runtime, args, record):
+        runtime.lock(args["name"])
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        runtime.unlock(args["name"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"hold lock {args['name']} while undoing the later steps, then release it"
 
     def describe(self):
         return f"lock {self.args['name']}"

@@ -234,45 +234,60 @@ class Attach(Step):
     }
     required = ("file",)
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         from .xenstore import checked_path
         path = self.args["file"]
         if not path.startswith("/"):
             raise StepError(f"loop.attach: {path!r} is not an absolute path")
-        read_only = _flag(self.args.get("read_only", "no"), "read_only")
-        record = self.args.get("record")
-        if record:
-            checked_path(record)
-        self.dev = None
+        _flag(self.args.get("read_only", "no"), "read_only")
+        node = self.args.get("record")
         try:
-            self.dev, ro = attach(path, read_only)
+            before = devices_of(path)
+        except OSError as e:
+            raise StepError(f"losetup {path} failed: {e.strerror or e}") from None
+        # killed before the device's name is noted: undo detaches the devices
+        # on this file that were not there before (the block lock keeps other
+        # events from attaching it meanwhile)
+        return {"before": before, "dev": None,
+                "node": checked_path(node) if node else None,
+                "previous": runtime.xenstore.read(node) if node else None}
+
+    def apply(self, runtime):
+        path = self.args["file"]
+        read_only = _flag(self.args.get("read_only", "no"), "read_only")
+        try:
+            dev, ro = attach(path, read_only)
         except OSError as e:
             raise StepError(f"losetup {'-r ' if read_only else ''}{path} failed: "
                             f"{e.strerror or e}") from None
-        runtime.log("debug", f"attached {path} to {self.dev}{' read-only' if ro else ''}")
-        try:
-            if record:
-                self.previous = runtime.xenstore.read(record)
-                runtime.xenstore.write(record, self.dev)
-        except Exception:
-            # the engine reverts only the steps that completed: undo the attach here
-            try:
-                detach(self.dev)
-            except OSError as e:
-                runtime.log("err", f"losetup -d {self.dev} failed: {e.strerror or e}")
-            self.dev = None
-            raise
+        runtime.test_point("loop.attached")
+        runtime.note(self, dev=dev)
+        runtime.log("debug", f"attached {path} to {dev}{' read-only' if ro else ''}")
+        if self.record["node"]:
+            # a failure here: the engine undoes this step too, from its record
+            runtime.xenstore.write(self.record["node"], dev)
 
-    def revert(self, runtime):
-        if not getattr(self, "dev", None):
-            return
-        record = self.args.get("record")
-        if record:
-            if self.previous is None:
-                runtime.xenstore.remove(record)
-            else:
-                runtime.xenstore.write(record, self.previous)
-        detach(self.dev)
+    @classmethod
+    def undo(cls, runtime, args, record):
+        path = args["file"]
+        if record["dev"]:
+            devs = [record["dev"]] if backs(record["dev"], path) else []
+        else:
+            try:
+                devs = [d for d in devices_of(path) if d not in record["before"]]
+            except OSError:
+                devs = []   # the file is gone: its devices show in no listing
+        for dev in devs:   # first: a device must not leak when xenstore fails below
+            detach(dev)
+        if record["node"]:
+            from .xenstore import restore_node
+            restore_node(runtime.xenstore, record["node"], record["previous"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        dev = record["dev"] or "the loop devices on it that were not there before"
+        node = f", xenstore {record['node']} = {record['previous']!r} again" if record["node"] else ""
+        return f"detach {dev} from {args['file']}{node}"
 
     def describe(self):
         ro = " read-only" if _flag(self.args.get("read_only", "no"), "read_only") else ""

@@ -26,6 +26,16 @@ def index(runtime, name):
         raise StepError(f"device {name} does not exist") from None
 
 
+def live_index(idx):
+    """idx if a device still has that ifindex (a journal's undo), else None."""
+    import socket
+    try:
+        socket.if_indextoname(idx)
+        return idx
+    except OSError:
+        return None
+
+
 def call(what, fn, *args, **kwargs):
     """Run a netlink request; a kernel refusal becomes a StepError saying what failed."""
     try:

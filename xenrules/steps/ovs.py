@@ -85,6 +85,13 @@ def vsctl(runtime, args, timeout, db=""):
     return done.stdout
 
 
+def _cleanup(runtime, dev, db):
+    try:
+        vsctl(runtime, ["--no-wait", "--", "--if-exists", "del-port", dev], CLEANUP_TIMEOUT, db)
+    except StepError as e:
+        runtime.log("err", f"cannot take port {dev} out again: {e}")
+
+
 class AddPort(Step):
     type_name = "ovs.add_port"
     summary = ("add a device to an OVS bridge given as bridge[.vlan][:trunk...], replacing any "
@@ -111,6 +118,10 @@ class AddPort(Step):
                 raise StepError(f"invalid external-ids key {key!r}")
         return bridge, tag, trunks, dev, ids
 
+    def undo_record(self, runtime):
+        self.plan()   # refuse bad values before anything is journaled
+        return {}
+
     def apply(self, runtime):
         bridge, tag, trunks, dev, ids = self.plan()
         args = ["--", "--if-exists", "del-port", dev, "--", "add-port", bridge, dev]
@@ -123,26 +134,28 @@ class AddPort(Step):
         except VsctlTimeout:
             # The transaction may be in the database although ovs-vswitchd never
             # applied it: take the port out again without waiting for vswitchd.
-            self._cleanup(runtime, dev)
+            _cleanup(runtime, dev, self.args.get("db", ""))
+            self.cleaned = True
             raise
-        self.added = dev
 
-    def _cleanup(self, runtime, dev):
+    def undo_failed(self, runtime):
+        if getattr(self, "cleaned", False):
+            return True   # apply took the port out already, without waiting for vswitchd
+        return super().undo_failed(runtime)
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        dev, db = ovs_name(args["dev"]), args.get("db", "")
         try:
-            vsctl(runtime, ["--no-wait", "--", "--if-exists", "del-port", dev],
-                  CLEANUP_TIMEOUT, self.args.get("db", ""))
-        except StepError as e:
-            runtime.log("err", f"cannot take port {dev} out again: {e}")
+            vsctl(runtime, ["--", "--if-exists", "del-port", dev],
+                  min(int(args.get("timeout", DEFAULT_TIMEOUT)), 10), db)
+        except VsctlTimeout:
+            _cleanup(runtime, dev, db)
+            raise
 
-    def revert(self, runtime):
-        if getattr(self, "added", None):
-            try:
-                vsctl(runtime, ["--", "--if-exists", "del-port", self.added],
-                      min(int(self.args.get("timeout", DEFAULT_TIMEOUT)), 10),
-                      self.args.get("db", ""))
-            except VsctlTimeout:
-                self._cleanup(runtime, self.added)
-                raise
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"remove port {args['dev']} from its OVS bridge"
 
     def describe(self):
         try:

@@ -63,18 +63,29 @@ class Set(Step):
             raise StepError(f"no sysctl {name} (is the device there?)")
         return path
 
-    def apply(self, runtime):
-        path = self._path()
+    def _value(self):
         value = str(self.args["value"]).strip()
         if not value or "\n" in value:
             raise StepError(f"invalid value {value!r} for sysctl {self.args['name']}")
-        self.previous = _read(path)
-        _write(path, value, self.args["name"])
+        return value
 
-    def revert(self, runtime):
-        previous = getattr(self, "previous", None)
-        if previous is not None:
-            _write(self._path(), previous, self.args["name"])
+    def undo_record(self, runtime):
+        path = self._path()
+        self._value()
+        return {"path": path, "previous": _read(path)}
+
+    def apply(self, runtime):
+        _write(self.record["path"], self._value(), self.args["name"])
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        # the path of the event's own device: gone with the device, nothing to put back
+        if os.path.isfile(record["path"]) and record["path"].startswith(PROC_SYS + "/"):
+            _write(record["path"], record["previous"], args["name"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"sysctl {args['name']} = {record['previous']} again"
 
     def describe(self):
         return f"sysctl {self.args['name']} = {self.args['value']}"

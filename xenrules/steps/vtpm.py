@@ -263,12 +263,17 @@ class CreateInstance(Step):
     }
     required = ("db", "instance_path")
 
+    def undo_record(self, runtime):
+        from .xenstore import checked_path
+        path = checked_path(self.args["instance_path"])
+        # undo writes the node back as it is now; "added" is noted before the
+        # database line is appended (add_entry's choice is known in advance)
+        return {"path": path, "previous": runtime.xenstore.read(path), "added": None}
+
     def apply(self, runtime):
         a = self.args
         db, uuid, domain = a["db"], a.get("uuid", ""), a.get("domain", "")
         resume = a.get("resume", "") == "True"
-        self.added = None
-        self.previous = None
         entries = read_entries(db)
         instance = find_instance(entries, uuid)
         if not instance:
@@ -285,30 +290,27 @@ class CreateInstance(Step):
             instance = free_instance(entries, a.get("pref_instance", ""))
             call_manager(runtime, a, "create", instance, "add")
             key = uuid or domain
-            if add_entry(db, entries, key, instance):
-                self.added = (key, instance)
+            if not any(n == key or _number(i) == instance for n, i in entries):
+                runtime.note(self, added=[key, instance])   # add_entry will append it
+            add_entry(db, entries, key, instance)
         else:
             call_manager(runtime, a, "resume" if resume else "start", instance, "add")
         self.instance = instance
-        try:
-            from .xenstore import checked_path
-            path = checked_path(a["instance_path"])
-            self.previous = runtime.xenstore.read(path)
-            runtime.xenstore.write(path, str(instance))
-            self.wrote = path
-        except Exception:
-            self.revert(runtime)   # the engine reverts only steps that completed
-            raise
+        # a failure here: the engine undoes this step too, from its record
+        runtime.xenstore.write(self.record["path"], str(instance))
 
-    def revert(self, runtime):
-        if getattr(self, "wrote", None):
-            if self.previous is None:
-                runtime.xenstore.remove(self.wrote)
-            else:
-                runtime.xenstore.write(self.wrote, self.previous)
-        if self.added:
-            name, instance = self.added
-            remove_lines(self.args["db"], lambda line: line.split()[:2] != [name, str(instance)])
+    @classmethod
+    def undo(cls, runtime, args, record):
+        from .xenstore import restore_node
+        restore_node(runtime.xenstore, record["path"], record["previous"])
+        if record["added"] and os.path.exists(args["db"]):
+            name, instance = record["added"]
+            remove_lines(args["db"], lambda line: line.split()[:2] != [name, str(instance)])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        added = f", drop {' '.join(map(str, record['added']))} from {args['db']}" if record["added"] else ""
+        return f"write xenstore {record['path']} = {record['previous']!r} again{added}"
 
     def describe(self):
         a = self.args
@@ -366,25 +368,34 @@ class DeleteInstance(Step):
     }
     required = ("db", "name")
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         db, name = self.args["db"], self.args["name"]
-        self.old = None
-        instance = find_instance(read_entries(db), name)
-        if not instance:
+        self.instance = find_instance(read_entries(db), name)
+        if not self.instance:
             runtime.log("debug", f"{name!r} is not in {db}: nothing to delete")
-            return
-        # every line whose first word is the name goes, comments stay
-        self.old = remove_lines(db, lambda line: (line.split()[:1] or [""])[0] != name)
+            return None
         try:
-            call_manager(runtime, self.args, "delete", instance, "delete")
-        except Exception:
-            # the engine reverts only steps that completed: undo our own part
-            self.revert(runtime)
-            raise
+            with open(db, encoding="utf-8", errors="replace") as fh:
+                return {"before": fh.read()}   # the database is a few lines
+        except OSError as e:
+            raise StepError(f"cannot read the vTPM database {db}: {e.strerror}") from e
 
-    def revert(self, runtime):
-        if self.old is not None:
-            restore_text(self.args["db"], self.old)
+    def apply(self, runtime):
+        if self.record is None:
+            return
+        db, name = self.args["db"], self.args["name"]
+        # every line whose first word is the name goes, comments stay
+        remove_lines(db, lambda line: (line.split()[:1] or [""])[0] != name)
+        # a failure here: the engine undoes this step too, from its record
+        call_manager(runtime, self.args, "delete", self.instance, "delete")
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        restore_text(args["db"], record["before"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return f"{args['db']}: back as before the deletion of {args['name']!r}"
 
     def describe(self):
         return (f"delete the vTPM instance of {self.args['name']!r} from {self.args['db']} via "

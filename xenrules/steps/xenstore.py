@@ -14,6 +14,14 @@ def checked_path(path):
     return path
 
 
+def restore_node(xenstore, path, previous):
+    """Put a node back as an undo record saw it: its old value, or gone (None)."""
+    if previous is None:
+        xenstore.remove(path)
+    else:
+        xenstore.write(path, previous)
+
+
 class Read(Step):
     type_name = "xenstore.read"
     summary = "fail unless the node exists and is not empty (bash xenstore_read)"
@@ -35,23 +43,33 @@ class Write(Step):
     properties = {"path": PATH, "value": {"type": ["string", "integer"]}}
     required = ("path", "value")
 
-    def apply(self, runtime):
+    def undo_record(self, runtime):
         path = checked_path(self.args["path"])
-        self.previous = runtime.xenstore.read(path)
-        # A write creates missing parents; revert must remove the top one.
-        self.created = path if self.previous is None else None
-        while self.created and "/" in self.created.strip("/"):
-            parent = self.created.rsplit("/", 1)[0]
+        previous = runtime.xenstore.read(path)
+        # A write creates missing parents; undo must remove the top one.
+        created = path if previous is None else None
+        while created and "/" in created.strip("/"):
+            parent = created.rsplit("/", 1)[0]
             if runtime.xenstore.read(parent) is not None:
                 break
-            self.created = parent
-        runtime.xenstore.write(path, str(self.args["value"]))
+            created = parent
+        return {"previous": previous, "created": created}
 
-    def revert(self, runtime):
-        if self.created:
-            runtime.xenstore.remove(self.created)
+    def apply(self, runtime):
+        runtime.xenstore.write(checked_path(self.args["path"]), str(self.args["value"]))
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        if record["created"]:
+            runtime.xenstore.remove(record["created"])
         else:
-            runtime.xenstore.write(self.args["path"], self.previous)
+            runtime.xenstore.write(args["path"], record["previous"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        if record["created"]:
+            return f"remove xenstore {record['created']} (created by the write of {args['path']})"
+        return f"write xenstore {args['path']} = {record['previous']!r} again"
 
     def describe(self):
         return f"write xenstore {self.args['path']} = {self.args['value']!r}"
@@ -63,14 +81,16 @@ class Remove(Step):
     properties = {"path": PATH}
     required = ("path",)
 
-    def apply(self, runtime):
-        path = checked_path(self.args["path"])
-        self.previous = runtime.xenstore.read(path)
-        runtime.xenstore.remove(path)
+    def undo_record(self, runtime):
+        previous = runtime.xenstore.read(checked_path(self.args["path"]))
+        return None if previous is None else {"previous": previous}
 
-    def revert(self, runtime):
-        if self.previous is not None:
-            runtime.xenstore.write(self.args["path"], self.previous)
+    def apply(self, runtime):
+        runtime.xenstore.remove(checked_path(self.args["path"]))
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        runtime.xenstore.write(args["path"], record["previous"])
 
     def describe(self):
         return f"remove xenstore {self.args['path']}"
