@@ -372,7 +372,7 @@ def test_one_summary_line_per_event(ev, dom0):
     assert len(log.splitlines()) == 1, log        # a successful event: that line only
     (ok,) = summary_lines(log)
     assert re.search(r" %s\[\d+\] info: %s online type_if=vif: rule xr-log \(%s:1\): "
-                     r"1 steps done, 1 skipped, ok in [\d.]+ ms$" % (SCRIPT, SCRIPT, re.escape(str(rule_file))),
+                     r"1 steps done, 1 skipped, ok in [\d.]+ ms; device backend/vif/1/0$" % (SCRIPT, SCRIPT, re.escape(str(rule_file))),
                      ok), ok
     assert ev.run(["offline", "type_if=vif"]).returncode == 1
     assert ev.run(["add"]).returncode == 0

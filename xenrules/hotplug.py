@@ -109,7 +109,8 @@ def _run(config, event, log, journal, started, capture):
     verdict = "ok" if outcome.code == 0 else f"FAILED ({outcome.failed[1]})"
     log("info" if outcome.code == 0 else "err",
         f"{event.describe()}: rule {rule['name']} ({rule['file']}:{rule['line']}): "
-        f"{ran} steps done, {skipped} skipped, {verdict} in {ms:.1f} ms")
+        f"{ran} steps done, {skipped} skipped, {verdict} in {ms:.1f} ms; "
+        f"device {event.builtins['backend'][0] or '-'}")   # `xenrules monitor` parses this line
     if capture:
         capture.finish(outcome.code, "ok" if outcome.code == 0 else "failed",
                        outcome.failed[1] if outcome.failed else "", outcome, runtime.context)
