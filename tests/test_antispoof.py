@@ -168,14 +168,20 @@ def test_shipped_vif_bridge_tap_rule_guards_the_emulated_nic(dom0, tmp_path):
     assert elements(dom0) == {}
 
 
-def test_shipped_vif_openvswitch_rule_says_it_is_not_guarded(dom0, tmp_path):
-    # the rule logs before anything else: no switch is needed to see it
-    dom0.add_vif(1, 0, script="vif-openvswitch")
-    env = dom0.hotplug_env(1, 0, script="vif-openvswitch")
-    env.update(XENRULES_ANTISPOOF="on")
-    proc = dom0.run_xenrules("vif-openvswitch", ["online", "type_if=vif"], env)
-    assert "antispoof is on but not available on Open vSwitch: vif1.0 is not guarded" \
-        in proc.hotplug_log + proc.stderr
+def test_shipped_vif_openvswitch_rule_says_it_is_not_guarded(xs_server):
+    from xenrules.sandbox.ovs import ovs_dom0
+    dom0 = ovs_dom0(xs_server.socket_path)
+    try:
+        dom0.add_vif(1, 0, bridge="xenbr0", script="vif-openvswitch")
+        env = dom0.hotplug_env(1, 0, script="vif-openvswitch")
+        env.update(XENRULES_ANTISPOOF="on")
+        proc = dom0.run_xenrules("vif-openvswitch", ["online", "type_if=vif"], env)
+        assert proc.returncode == 0, (proc.stderr, proc.hotplug_log)
+        assert "antispoof is on but not available on Open vSwitch: vif1.0 is not guarded" \
+            in proc.hotplug_log + proc.stderr
+        assert nft_json(dom0, "list", "ruleset")[1:] == []          # no table made
+    finally:
+        dom0.destroy()
 
 
 def test_leftovers_in_one_of_the_routed_tables_only_are_removed_too(ev, dom0, tmp_path):

@@ -597,3 +597,24 @@ def test_an_undo_that_cannot_be_done_is_reported_and_never_blocks_the_device(tmp
     assert "f.yaml:3: unknown step type 'no.such_step'" in log
     assert "f.yaml:4: hooks.run has no undo record" in log
     assert os.listdir(directory) == []
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("point", ["apply:5", "antispoof.vif.changed", "after:5"])
+def test_antispoof_elements_of_a_killed_online_are_removed(dom0_factory, tmp_path, point):
+    from test_antispoof import elements
+    dom0 = dom0_factory()
+    dom0.add_vif(1, 0, ip="10.0.0.5 2001:db8::5")
+    k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
+    on = {"XENRULES_ANTISPOOF": "on", "XENRULES_ANTISPOOF_RECORDS": str(tmp_path / "as")}
+    k.killed(k.run("online", "type_if=vif", kill_at=point, **on))
+    if point != "apply:5":
+        assert "vifs" in elements(dom0), "no element was in before the kill"
+    k.ok(k.recover(**on))
+    assert elements(dom0) == {} and k.journals() == []
+    assert not list((tmp_path / "as").glob("*.json"))
+    # and the vif can be guarded again, and let go
+    k.ok(k.run("online", "type_if=vif", **on))
+    assert "vifs" in elements(dom0)
+    k.ok(k.run("offline", "type_if=vif", **on))
+    assert elements(dom0) == {}

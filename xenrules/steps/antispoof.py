@@ -51,11 +51,12 @@ class Vif(Step):
     }
     required = ("action", "dev", "mode")
 
-    # -- apply / revert ------------------------------------------------------------
+    # -- undo record, apply, undo ----------------------------------------------------
 
-    def apply(self, runtime):
-        # plain data: {"removed": {family: elems}, "added": elems, "record": elems or None}
-        self.undo = None
+    def undo_record(self, runtime):
+        """Every check, and what the event will change, before anything changes:
+        {"removed": {family: elems} the vif had, "added": elems it gets,
+        "record": the record file's elements before (None: no file)}."""
         action = self.args["action"]
         if action not in INSERTING + REMOVING:
             raise StepError(f"antispoof.vif: action {action!r} is none of "
@@ -64,16 +65,20 @@ class Vif(Step):
         if self.args["mode"] not in guard.FAMILIES:
             raise StepError(f"antispoof.vif: mode {self.args['mode']!r} is none of "
                             + ", ".join(guard.FAMILIES))
-        families = guard.FAMILIES[self.args["mode"]]
+        new = {}
         if action in INSERTING:
-            # every check before the first change
             new = guard.elements(dev, guard.checked_mac(self.args.get("mac", "")),
                                  guard.checked_networks(self.args.get("ip", "")))
-        else:
-            new = {}
+        old = read_record(self._record_path(dev))
+        families = guard.FAMILIES[self.args["mode"]]
+        return {"removed": {family: old or {} for family in families}, "added": new,
+                "record": old}
+
+    def apply(self, runtime):
+        record = self.record if self.record is not None else self.undo_record(runtime)
+        dev, families = self.args["dev"], guard.FAMILIES[self.args["mode"]]
+        new, old = record["added"], record["record"]
         nft = Nft()
-        record = self._record_path(dev)
-        old = read_record(record)
         if old is not None:
             quick = _commands("delete", families, old) + _commands("add", families, new)
         elif new:
@@ -86,49 +91,36 @@ class Vif(Step):
             if quick is None:
                 raise NftError("no record of what this vif has")
             nft.run(quick)
-            removed = {family: old or {} for family in families}
         except NftError as e:
             runtime.log("debug", f"antispoof: {e}; looking up what {dev} has in the tables")
-            removed = self._slow_path(runtime, nft, dev, families, new)
-        self.undo = {"removed": removed, "added": new, "record": old}
-        _write_record(record, new)
+            stale = _stale(nft, dev, families)
+            if self.record is not None:
+                runtime.note(self, removed=stale)      # what undo must put back
+            _replace(runtime, nft, dev, families, stale, new)
+        runtime.test_point("antispoof.vif.changed")
+        _write_record(self._record_path(dev), new)
         runtime.log("debug", f"antispoof: {dev}: {self.describe()}")
 
-    def _slow_path(self, runtime, nft, dev, families, new):
-        """List the vif's tables (creating missing ones if elements go in) and
-        replace whatever is keyed by dev with `new`, in one transaction.
-        Returns what it removed, {family: elems}."""
-        stale = {}
-        for family in families:
-            if new:
-                # idempotent: creates a missing table, replaces an older
-                # package's rules; the table's elements stay
-                nft.run_fixed_text(guard.skeleton(family))
-            listing = nft.list_table(family, guard.TABLE)
-            if listing is None:
-                continue
-            stale[family] = guard.elements_of_dev(listing, dev)
-        nft.run(_per_family("delete", stale) + _commands("add", families, new))
-        if any(stale.values()):
-            runtime.log("info", f"antispoof: removed elements {dev} had left behind")
-        return stale
-
-    def revert(self, runtime):
-        undo = getattr(self, "undo", None)
-        if not undo:
-            return
-        dev, families = self.args["dev"], guard.FAMILIES[self.args["mode"]]
-        nft = Nft()
+    @classmethod
+    def undo(cls, runtime, args, record):
+        """Make the kernel hold for the vif exactly what it had before (safe
+        whether apply ran or not: the transaction was all or nothing), and
+        put the record file back."""
+        dev, families = args["dev"], guard.FAMILIES[args["mode"]]
+        removed, nft = record["removed"], Nft()
         try:
-            nft.run(_commands("delete", families, undo["added"])
-                    + _per_family("add", undo["removed"]))
+            nft.run(_commands("delete", families, record["added"])
+                    + _per_family("add", removed))
         except NftError:
-            # the kernel is not as this event left it: make it hold exactly
-            # what the vif had before, table by table
             for family in families:
-                self._slow_path(runtime, nft, dev, [family], undo["removed"].get(family, {}))
-        _write_record(self._record_path(dev), undo["record"])
-        self.undo = None
+                _replace(runtime, nft, dev, [family], _stale(nft, dev, [family]),
+                         removed.get(family, {}))
+        _write_record(cls(args)._record_path(dev), record["record"])
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        return (f"antispoof: give {args['dev']} back its elements of before "
+                f"({sum(len(v) for e in record['removed'].values() for v in e.values())})")
 
     # -- helpers -------------------------------------------------------------------
 
@@ -141,6 +133,28 @@ class Vif(Step):
         tables = ", ".join(f"{f} {guard.TABLE}" for f in guard.FAMILIES.get(self.args["mode"], []))
         what = f"MAC {self.args.get('mac') or '?'}, ip {self.args.get('ip') or '(none)'}"
         return f"antispoof: {verb} {self.args['dev']} ({what}) in {tables}"
+
+
+def _stale(nft, dev, families):
+    """{family: elems} the tables hold for dev (listing them: O(guests))."""
+    stale = {}
+    for family in families:
+        listing = nft.list_table(family, guard.TABLE)
+        stale[family] = guard.elements_of_dev(listing, dev) if listing is not None else {}
+    return stale
+
+
+def _replace(runtime, nft, dev, families, stale, new):
+    """Replace what the tables hold for dev (stale) by `new`, in one
+    transaction, declaring the tables first if elements go in."""
+    if new:
+        for family in families:
+            # idempotent: creates a missing table, replaces an older
+            # package's rules; the table's elements stay
+            nft.run_fixed_text(guard.skeleton(family))
+    nft.run(_per_family("delete", stale) + _commands("add", families, new))
+    if any(stale.values()) and runtime is not None:
+        runtime.log("info", f"antispoof: replaced the elements {dev} had in the tables")
 
 
 def _without_vifs(elems):
