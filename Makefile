@@ -7,9 +7,9 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 # Everything the engine, the tests and the sandbox need, from Debian only.
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
-SANDBOX_DEBS := procps iptables nftables
+SANDBOX_DEBS := procps iptables nftables python3-nftables
 TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux mount kmod \
-	net-tools e2fsprogs openvswitch-switch openvswitch-common
+	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy
 # Building the .deb (debian/control's Build-Depends) and checking it.
 BUILD_DEBS := debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
 # autopkgtest's and piuparts' own tools (make autopkgtest / make piuparts)
@@ -80,3 +80,9 @@ bench: originals
 clean:
 	rm -rf .cache .pytest_cache build
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# antispoof (issue 12): vif-bridge online/offline with antispoof off and on,
+# and on with 1, 100 and 1000 other guests' elements loaded
+.PHONY: bench-antispoof
+bench-antispoof:
+	$(PYTHON) bench/antispoof.py

@@ -415,3 +415,15 @@ def test_sandbox_hides_host_files_and_keeps_its_writes_to_itself(dom0):
     assert os.path.exists(dom0.upper_path(probe))
     with open("/etc/hostname") as fh:
         assert fh.read() == hostname
+
+
+# -- antispoof (docs/rules/antispoof.md) -------------------------------------------
+
+def test_antispoof_on_guards_the_guests_derived_address_in_the_inet_table(nat, tmp_path):
+    from test_antispoof import elements
+    on = {"XENRULES_ANTISPOOF": "on", "XENRULES_ANTISPOOF_RECORDS": str(tmp_path / "as")}
+    nat.ok("online", **on)
+    assert elements(nat.dom0, "inet")["addr4"] == [{"concat": ["vif1.0", "10.0.1.1"]}]
+    assert elements(nat.dom0, "arp")["vifmac"] == [{"concat": ["vif1.0", "00:16:3e:00:01:00"]}]
+    nat.ok("offline", **on)
+    assert elements(nat.dom0, "inet") == elements(nat.dom0, "arp") == {}

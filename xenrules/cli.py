@@ -93,6 +93,17 @@ def _parser():
                        "bring a guest's vif online and offline with the rules, show the trace and the "
                        "resulting state, then clean up. Needs root; no Xen needed.")
     s.add_argument("--script", default="vif-bridge", help="the script whose rules to run (vif-bridge)")
+
+    r = sub.add_parser("replay", parents=[common], help="rerun a captured event in a simulated dom0 and diff the end state",
+                       description="Rebuild the dom0 of a capture file (XENRULES_CAPTURE, see "
+                       "docs/TROUBLESHOOTING.md) in a throw-away namespace with its XenStore tree, run the "
+                       "event with the current rules (or the original script, or both), show the trace "
+                       "and how the end state differs from the captured one. Needs root; no Xen needed.")
+    r.add_argument("file", help="a capture file")
+    how = r.add_mutually_exclusive_group()
+    how.add_argument("--original", action="store_true", help="run the original script instead of the rules")
+    how.add_argument("--compare", action="store_true", help="run both, one after the other, each on a fresh copy")
+
     return p
 
 
@@ -202,9 +213,15 @@ def cmd_sandbox(args, env):
     return run_demo(env, args.script, sys.stdout)
 
 
+def cmd_replay(args, env):
+    from .replay import replay
+    return replay(args.file, sys.stdout, rules_path=env.get("XENRULES_RULES_PATH"),
+                  original=args.original, compare=args.compare)
+
+
 COMMANDS = {"hotplug": cmd_hotplug, "check": cmd_check, "list": cmd_list, "explain": cmd_explain,
             "schema": cmd_schema, "sandbox": cmd_sandbox, "helper": cmd_helper,
-            "recover": cmd_recover}
+            "recover": cmd_recover, "replay": cmd_replay}
 
 if __name__ == "__main__":
     sys.exit(main())

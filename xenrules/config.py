@@ -13,6 +13,9 @@ rules can be tried from a checkout before they are installed:
   XENRULES_ORIGINALS_DIR  where the original scripts are when they are not
                           diverted by the package (default: ask dpkg-divert)
   XENRULES_SCRIPTS_DIR    the toolstack's script directory (/etc/xen/scripts)
+  XENRULES_CAPTURE        write one capture file per event into this directory
+                          (see docs/TROUBLESHOOTING.md); overrides the conf file
+  XENRULES_CONF           the settings file (/etc/xen/xenrules.conf, key=value)
 Read by bin/xenrules-launcher itself, before anything is imported:
   XENRULES_HELPER_SOCKET  the warm helper's socket (/run/xenrules/helper.sock;
                           empty: always run in-process)
@@ -44,3 +47,55 @@ class Config:
         self.log_level = get("XENRULES_LOG_LEVEL")
         self.originals_dir = get("XENRULES_ORIGINALS_DIR")
         self.scripts_dir = get("XENRULES_SCRIPTS_DIR")
+
+
+CONF_FILE = "/etc/xen/xenrules.conf"
+_conf_cache = {}   # path -> settings; filled once by the warm helper (load_conf)
+
+
+def read_conf(path):
+    """key=value lines of the settings file; '#' starts a comment. Never evaluated.
+    A missing file is no settings; a line without '=' is ignored."""
+    settings = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.split("#", 1)[0].strip()
+                key, eq, value = line.partition("=")
+                if eq and key.strip():
+                    settings[key.strip()] = value.strip().strip('"').strip("'")
+    except OSError:
+        pass
+    return settings
+
+
+def load_conf(env):
+    """Read the settings file once per process (the helper calls this at warm-up)."""
+    path = env.get("XENRULES_CONF") or CONF_FILE
+    _conf_cache[path] = read_conf(path)
+    return _conf_cache[path]
+
+
+def capture_setting(env):
+    """The capture settings {"dir":, "scripts":, "domains":, "keep":, "max_bytes":},
+    or None when capture is off. The event path's only cost when off: this
+    env lookup and (without the warm helper) reading the small settings file."""
+    path = env.get("XENRULES_CONF") or CONF_FILE
+    conf = _conf_cache.get(path)
+    if conf is None:
+        conf = read_conf(path)
+    directory = env.get("XENRULES_CAPTURE", conf.get("capture", ""))
+    if not directory:
+        return None
+
+    def words(key):
+        value = env.get("XENRULES_" + key.upper(), conf.get(key, ""))
+        return [w for w in value.replace(",", " ").split() if w]
+
+    def number(key, default):
+        try:
+            return max(1, int(env.get("XENRULES_" + key.upper(), conf.get(key, default))))
+        except ValueError:
+            return default
+    return {"dir": directory, "scripts": words("capture_scripts"), "domains": words("capture_domains"),
+            "keep": number("capture_keep", 100), "max_bytes": number("capture_max_kb", 1024) * 1024}

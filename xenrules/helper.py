@@ -97,10 +97,11 @@ def bind(path):
 def warm_up(env):
     """Import everything an event may need and prime the rule memo; returns the config."""
     from . import hotplug, ruleset   # noqa: F401  (the whole in-process path)
-    from .config import Config
+    from .config import Config, load_conf
     from .log import NullLog
     from .steps import all_step_types
     config = Config(env)
+    load_conf(env)     # the settings file, read once: events then pay no read for it
     try:
         all_step_types()   # every step module, so no event imports one
     except Exception as e:   # a broken step module fails its events, not the helper

@@ -10,7 +10,7 @@ import sys
 import time
 
 from . import engine, ruleset
-from .config import Config
+from .config import Config, capture_setting
 from .context import Context
 from .errors import RuleError, XenrulesError
 from .event import Event
@@ -26,6 +26,9 @@ def handle(argv0, words, env, echo=None):
     event = Event(argv0, words, env)
     log = Log(event.script, config.log_level, config.log_file, echo)
     log("debug", f"event: {event.describe()} XENBUS_PATH={env.get('XENBUS_PATH', '')}")
+    capture = capture_setting(env)
+    if capture:   # the only work capture costs when it is off: that lookup
+        capture = _recorder(capture, event, config, log)
     try:
         journal = Journal.for_event(config, event)
         if journal is not None and journal.exists():
@@ -40,39 +43,59 @@ def handle(argv0, words, env, echo=None):
             engine.report_failure(runtime, str(e), "error")
         finally:
             runtime.close()
+        if capture:
+            capture.finish(1, "error", str(e))
         return 1
     try:
-        return _run(config, event, log, journal, started)
+        return _run(config, event, log, journal, started, capture)
+    except XenrulesError as e:
+        log("err", str(e))
+        report_failure(config, event, log, str(e))
+        if capture:
+            capture.finish(1, "error", str(e))
+        return 1
     finally:
         if journal is not None:
             journal.release()   # still held here: the event did not complete (exec, exception)
 
 
-def _run(config, event, log, journal, started):
+def _recorder(settings, event, config, log):
     try:
-        try:
-            # only the rules the index says may match: 1000 rules cost about what 10 do
-            rules = ruleset.candidates(config, engine.event_lookup(event), log)
-            rule, _ = engine.choose(rules, event)
-        except RuleError as e:
-            log("err", f"rule files do not validate:\n{e}")
-            if journal is not None:
-                journal.finish()
-            return run_original(config, event, log, "rules do not load")
-        except Exception as e:   # whatever breaks in the rules, the original still serves
-            log("err", f"rules cannot be loaded: {e!r}")
-            if journal is not None:
-                journal.finish()
-            return run_original(config, event, log, "rules do not load")
-        if rule is None:
-            if journal is not None:
-                journal.finish()
-            return run_original(config, event, log, f"no rule for {event.describe()}")
-    except XenrulesError as e:
-        log("err", str(e))
-        return 1
-    runtime = Runtime(config, event, log, journal=journal)
+        from .capture import Recorder
+        return Recorder(settings, event, config, log)
+    except Exception as e:   # capture must never cost the event
+        log("err", f"capture disabled for this event: {e!r}")
+        return None
+
+
+def _fall_back(config, event, log, journal, reason, capture):
+    if journal is not None:
+        journal.finish()   # nothing of ours ran: nothing to replay
+    if capture:
+        from .fallback import original_path
+        capture.finish(None, "fallback", reason, fallback=original_path(config, event.script))
+    return run_original(config, event, log, reason)
+
+
+def _run(config, event, log, journal, started, capture):
+    try:
+        # only the rules the index says may match: 1000 rules cost about what 10 do
+        rules = ruleset.candidates(config, engine.event_lookup(event), log)
+        rule, _ = engine.choose(rules, event)
+    except RuleError as e:
+        log("err", f"rule files do not validate:\n{e}")
+        return _fall_back(config, event, log, journal, f"rules do not load ({first_line(e)})",
+                          capture)
+    except Exception as e:   # whatever breaks in the rules, the original still serves
+        log("err", f"rules cannot be loaded: {e!r}")
+        return _fall_back(config, event, log, journal, f"rules do not load ({e!r})", capture)
+    if rule is None:
+        return _fall_back(config, event, log, journal, f"no rule for {event.describe()}", capture)
+    runtime = Runtime(config, event, log, xenstore=capture.store if capture else None,
+                      journal=journal)
     runtime.context = Context(event, rule["vars"], runtime)
+    if capture:
+        capture.rule(rule)
     try:
         outcome = engine.execute(rule, runtime.context, runtime)
         # done, or failed and reverted in-process: nothing left to replay
@@ -87,7 +110,29 @@ def _run(config, event, log, journal, started):
     log("info" if outcome.code == 0 else "err",
         f"{event.describe()}: rule {rule['name']} ({rule['file']}:{rule['line']}): "
         f"{ran} steps done, {skipped} skipped, {verdict} in {ms:.1f} ms")
+    if capture:
+        capture.finish(outcome.code, "ok" if outcome.code == 0 else "failed",
+                       outcome.failed[1] if outcome.failed else "", outcome, runtime.context)
     return outcome.code
+
+
+def first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def report_failure(config, event, log, message):
+    """A failure before any rule ran (no rules, no original): tell libxl why,
+    as the bash fatal does, so `xl` shows it instead of a bare timeout."""
+    backend = event.builtins["backend"][0]
+    if not backend or event.command not in ("online", "add"):
+        return
+    try:
+        from .xenstore import XenStore
+        with XenStore(timeout=5.0) as store:
+            store.write(backend + "/hotplug-error", message)
+            store.write(backend + "/hotplug-status", "error")
+    except XenrulesError as e:
+        log("err", f"cannot report the failure to xenstore: {e}")
 
 
 def main(argv=None):
