@@ -188,9 +188,9 @@ def bridged(dom0_factory, tmp_path):
 
 
 # vif-bridge online: 0 rename, 1 bridge.require, 2 prepare_port, 3 mtu, 4 xenstore.write,
-# 5 add_port, 6 link.up, 7 firewall (off), 8 hooks.run, 9 hotplug.success
+# 5 antispoof (off), 6 add_port, 7 link.up, 8 firewall (off), 9 hooks.run, 10 hotplug.success
 BRIDGE_POINTS = ["apply:0", "after:0", "apply:2", "link.prepare_port.down", "after:2", "apply:3",
-                 "apply:4", "after:4", "after:5", "after:6", "after:8", "apply:9", "end"]
+                 "apply:4", "after:4", "after:6", "after:7", "after:9", "apply:10", "end"]
 
 
 @pytest.mark.netns
@@ -221,7 +221,7 @@ def test_the_next_event_for_the_device_undoes_a_killed_online_first(dom0_factory
     # the killed online never happened: the reference runs the next event alone
     reference.ok(reference.run(then, "type_if=vif"))
     killed = bridge_events(dom0_factory, tmp_path)
-    killed.killed(killed.run("online", "type_if=vif", kill_at="after:5"))
+    killed.killed(killed.run("online", "type_if=vif", kill_at="after:6"))
     killed.ok(killed.run(then, "type_if=vif"))
     assert "undoing 5 step(s) of the killed event vif-bridge online" in killed.log_file.read_text()
     assert comparable(killed.dom0.state()) == comparable(reference.dom0.state())
@@ -251,7 +251,7 @@ def test_an_unsafe_journal_directory_refuses_the_event_before_it_changes_anythin
 @pytest.mark.netns
 def test_an_event_stopped_and_killed_from_outside_is_undone(bridged):
     before = bridged.dom0.state()
-    env = bridged.env(XENRULES_TEST_HOOKS="1", XENRULES_TEST_STOP_AT="after:6")
+    env = bridged.env(XENRULES_TEST_HOOKS="1", XENRULES_TEST_STOP_AT="after:7")
     env.update({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XENSTORED_PATH": bridged.dom0.xenstore_socket})
     proc = subprocess.Popen(["ip", "netns", "exec", bridged.dom0.netns, PYTHON, "-m",
                              "xenrules.hotplug", "vif-bridge", "online", "type_if=vif"],
@@ -276,10 +276,10 @@ def test_an_event_stopped_and_killed_from_outside_is_undone(bridged):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("undo_point", ["undo:6", "undo:2", "undo:0"])
+@pytest.mark.parametrize("undo_point", ["undo:7", "undo:2", "undo:0"])
 def test_a_killed_recovery_is_recovered_by_the_next(bridged, undo_point):
     before = bridged.dom0.state()
-    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:8"))
+    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:9"))
     bridged.killed(bridged.recover(XENRULES_TEST_HOOKS="1", XENRULES_TEST_KILL_AT=undo_point))
     assert bridged.journals()
     bridged.recovered_to(before)
@@ -288,9 +288,9 @@ def test_a_killed_recovery_is_recovered_by_the_next(bridged, undo_point):
 @pytest.mark.netns
 def test_a_killed_event_undone_by_a_killed_next_event_is_undone_by_the_one_after(bridged):
     before = bridged.dom0.state()
-    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:6"))
+    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:7"))
     bridged.killed(bridged.run("online", "type_if=vif", kill_at="undo:2"))
-    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:5"))
+    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:6"))
     bridged.recovered_to(before)
 
 
@@ -307,7 +307,7 @@ def test_a_torn_record_of_a_killed_event_is_ignored(bridged):
 
 @pytest.mark.netns
 def test_journals_of_another_network_namespace_are_left_alone(bridged, dom0_factory, tmp_path):
-    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:5"))
+    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:6"))
     other = dom0_factory()
     proc = other.run([PYTHON, "-m", "xenrules", "recover"], bridged.env())
     assert proc.returncode == 1 and "not this one" in proc.stdout, bridged.why(proc)
@@ -329,10 +329,10 @@ def routed(dom0_factory, tmp_path):
                     lambda: dom0.hotplug_env(1, 0, script="vif-route"))
 
 
-# vif-route online: 0 error (skipped), 1 rename, 2 address.add, 3 link.up, 4 sysctl,
-# 5 route.add (v4), 6 route.add (v6), 7 firewall (off), 8 hooks, 9 success
+# vif-route online: 0 error (skipped), 1 rename, 2 antispoof (off), 3 address.add, 4 link.up,
+# 5 sysctl, 6 route.add (v4), 7 route.add (v6), 8 firewall (off), 9 hooks, 10 success
 @pytest.mark.netns
-@pytest.mark.parametrize("point", ["after:1", "after:2", "after:4", "after:5", "apply:6", "end"])
+@pytest.mark.parametrize("point", ["after:1", "after:3", "after:5", "after:6", "apply:7", "end"])
 def test_vif_route_online_killed_is_undone_by_recover(routed, point):
     before = routed.dom0.state()
     routed.killed(routed.run("online", "type_if=vif", kill_at=point))
@@ -407,7 +407,7 @@ def test_a_killed_block_add_is_undone_by_the_remove_that_follows(blocks, origina
 @pytest.mark.netns
 def test_the_warm_helper_undoes_every_journal_before_it_serves(bridged, tmp_path):
     before = bridged.dom0.state()
-    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:6"))
+    bridged.killed(bridged.run("online", "type_if=vif", kill_at="after:7"))
     assert bridged.journals()
     sock = str(tmp_path / "helper" / "helper.sock")
     os.makedirs(os.path.dirname(sock), mode=0o700)
@@ -434,14 +434,14 @@ def test_the_warm_helper_undoes_every_journal_before_it_serves(bridged, tmp_path
 # -- the firewall, dhcpd files, ovs --------------------------------------------------
 
 @pytest.mark.netns
-@pytest.mark.parametrize("point", ["apply:7", "firewall.vif.rule", "after:7"])
+@pytest.mark.parametrize("point", ["apply:8", "firewall.vif.rule", "after:8"])
 def test_firewall_rules_of_a_killed_online_are_deleted(dom0_factory, tmp_path, point):
     dom0 = dom0_factory()
     dom0.add_vif(1, 0, ip="10.0.0.5 10.0.0.6")
     k = Killable(dom0, tmp_path, "vif-bridge", lambda: dom0.hotplug_env(1, 0))
     before = dom0.state()
     k.killed(k.run("online", "type_if=vif", kill_at=point, XENRULES_FIREWALL="on"))
-    if point != "apply:7":
+    if point != "apply:8":
         assert [l for l in dom0.firewall() if " -A " in l], "no rule was in before the kill"
     k.ok(k.recover())
     # iptables leaves its empty tables and chains behind (a clean offline too): the rules count
@@ -454,7 +454,7 @@ def rules_only(state):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("point", ["after:10", "dhcpd.edited", "after:11", "after:12"])
+@pytest.mark.parametrize("point", ["after:11", "dhcpd.edited", "after:12", "after:13"])
 def test_dhcpd_files_of_a_killed_vif_nat_online_are_put_back(xs_server, tmp_path, point):
     from test_vif_nat_netns import Nat
     from xenrules.sandbox.dhcp import DhcpDom0
@@ -481,7 +481,7 @@ def test_dhcpd_files_of_a_killed_vif_nat_online_are_put_back(xs_server, tmp_path
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("point", ["apply:2", "after:2", "after:3"])
+@pytest.mark.parametrize("point", ["apply:3", "after:3", "after:4"])
 def test_the_ovs_port_of_a_killed_online_is_deleted(xs_server, tmp_path, point):
     from xenrules.sandbox.ovs import ovs_dom0
     dom0 = ovs_dom0(xs_server.socket_path)
@@ -517,7 +517,7 @@ def test_a_second_event_for_the_device_waits_for_the_live_first_one(dom0_factory
     ref.ok(ref.run("offline", "type_if=vif"))
     k = bridge_events(dom0_factory, tmp_path)
     dom0 = k.dom0
-    first = _spawn(k, ["online", "type_if=vif"], XENRULES_TEST_HOOKS="1", XENRULES_TEST_STOP_AT="after:5")
+    first = _spawn(k, ["online", "type_if=vif"], XENRULES_TEST_HOOKS="1", XENRULES_TEST_STOP_AT="after:6")
     second = None
     try:
         deadline = time.monotonic() + 30
