@@ -85,10 +85,11 @@ def execute(rule, context, runtime, dry_run=False):
         try:
             # this device's journal, held for the whole event: a second event
             # for the device waits; a dead one's journal is undone first
-            from .recovery import replay
             journal.acquire()
-            if replay(journal, runtime.config, runtime.event, log)[0]:
-                journal.clear()
+            if journal.size():   # it appeared after hotplug.py looked: a dead event's
+                from .recovery import replay
+                if replay(journal, runtime.config, runtime.event, log)[0]:
+                    journal.clear()
         except XenrulesError as e:
             spec = {"type": "journal", "line": rule["line"], "on_error": "fail"}
             out.trace.append((spec, "failed", str(e), 0.0))

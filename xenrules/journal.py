@@ -214,6 +214,9 @@ class Journal:
                                        f"{self.path} (waited {wait:g} s)") from None
                 time.sleep(0.01)
 
+    def size(self):
+        return os.fstat(self.fd).st_size
+
     def read(self):
         """(records, torn): the records in the file now (no other writer while
         flocked). A torn tail is cut off, so that what the replay appends
