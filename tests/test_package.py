@@ -178,7 +178,7 @@ def test_rules_that_do_not_load_hand_the_event_to_the_original(machine, dom0, tm
     done = dom0.run([f"{SCRIPTS}/vif-bridge", "online", "type_if=vif"], env)
     log = read(tmp_path / "hotplug.log")
     assert done.returncode == 0, (done.stderr, log)
-    assert "rules do not load: running the original" in log, log
+    assert "rules do not load (" in log and "): running the original" in log, log
     assert dom0.state()["links"][f"vif{DOMID}.0"]["master"] == "xenbr0"
 
 
@@ -201,7 +201,7 @@ def test_broken_admin_rule_is_reported_at_install_and_the_fallback_applies(machi
         done = dom0.run([f"{SCRIPTS}/vif-bridge", "online", "type_if=vif"], env)
         log = read(tmp_path / "hotplug.log")
         assert done.returncode == 0, (done.stderr, log)
-        assert "rules do not load: running the original" in log, log
+        assert "rules do not load (" in log and "): running the original" in log, log
         assert dom0.state()["links"][f"vif{DOMID}.0"]["master"] == "xenbr0"
     finally:
         os.unlink(BROKEN_RULE)
