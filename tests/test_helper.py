@@ -893,3 +893,18 @@ def test_log_timestamps_use_the_launchers_time_zone(setup):
     assert lines
     hours = {f"{(t.tm_hour + 13) % 24:02d}" for t in (before, after)}
     assert {line.split()[1].split(":")[0] for line in lines} <= hours, (lines, hours)
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-1", "0", "1e400"])
+def test_a_helper_timeout_that_is_not_a_usable_number_runs_the_event_in_process(setup, timeout):
+    path = os.path.join(setup.dir, "mute-%s.sock" % timeout)
+    pid, got = _fake_root_helper(path, take_token=None)
+    try:
+        _, code, _, err = setup.run("xr-echo", ["online"], XR_COUNT=setup.count,
+                                    XENRULES_HELPER_SOCKET=path, XENRULES_HELPER_TIMEOUT=timeout)
+        assert (code, err) == (0, "to stderr\n")   # no OverflowError traceback, no wait forever
+        assert setup.runs_counted() == 1
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(got)
