@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from xenrules.sources import all_source_kinds, nat, source_class
+from xenrules.errors import StepError
 
 # vif-nat: routing_ip "$ip", vif_ip=`echo ${ip} | awk -F/ '{print $1}'`
 BASH_ROUTER = """echo $(echo $1 | awk -F. '{print $1"."$2"."$3"."$4 + 127}')"""
@@ -50,9 +51,31 @@ def test_every_nat_source_is_plugged_in():
                      "nat.first_file", "nat.routes_via"}
 
 
-@pytest.mark.parametrize("ip", ODD_IPS)
-def test_router_address_is_what_the_originals_awk_prints(ip):
+# Addresses whose router address the original computes as an address: the
+# same on every release, so xenrules gives what the machine's awk prints.
+ROUTABLE_IPS = ["10.0.1.1/16", "10.0.1.1", "10.0.1.1/24 10.0.2.1/24", "192.168.1.5 192.168.1.6",
+                "  10.0.1.1/16  ", "10.0.1.1\t/16", "10.0.0.128", "0.0.0.0/0"]
+# Everything else: the original's awk prints a non-address, and which one
+# depends on the release's mawk (bookworm 2147483647, trixie 2.14748e+09, inf,
+# nan). Intended difference: refused with a clear error on every release.
+UNROUTABLE_IPS = [ip for ip in ODD_IPS if ip not in ROUTABLE_IPS] + [
+    "10.0.0.129", "192.168.7.200/24", "10.0.1.1/33", "010.0.1.1", "10.0.1.01", "", "  ",
+    "1.2.3.4;id", "x" * 4096, "10.0.1.1\x00"]
+
+
+@pytest.mark.parametrize("ip", ROUTABLE_IPS)
+def test_router_address_of_an_address_is_what_the_originals_awk_prints(ip):
     assert resolve("nat.router_address", ip) == bash(BASH_ROUTER, ip)
+
+
+@pytest.mark.parametrize("ip", [ip for ip in UNROUTABLE_IPS if ip.strip()])
+def test_router_address_of_anything_else_is_refused_not_computed_like_awk(ip):
+    with pytest.raises(StepError, match=r"nat\.router_address: .*(not an IPv4 address|not an octet)"):
+        resolve("nat.router_address", ip)
+
+
+def test_router_address_of_no_address_is_empty():
+    assert resolve("nat.router_address", "  ") == ""
 
 
 @pytest.mark.parametrize("ip", ODD_IPS)

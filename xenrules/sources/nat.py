@@ -1,13 +1,19 @@
 """Variable sources of vif-nat: the guest's and the router's addresses.
 
-Each one computes exactly what Debian's 4.17 vif-nat computes with bash
-arithmetic, `echo` and `awk`, so that the rules stay declarative:
+Each one computes what Debian's 4.17/4.20 vif-nat computes with bash
+arithmetic, `echo` and `awk` for well-formed input, so that the rules stay
+declarative:
 
   nat.vifid: HANDLE               HANDLE + 1                   ($(( vifid + 1 )))
   nat.guest_address: "DOMID VIFID"
                                   10.<DOMID/256>.<DOMID%256>.<VIFID>/16   (ip_from_dom)
   nat.router_address: IP          the last octet of IP + 127, like
-                                  awk -F. '{print $1"."$2"."$3"."$4 + 127}'
+                                  awk -F. '{print $1"."$2"."$3"."$4 + 127}';
+                                  only for an IPv4 address (the first word) whose
+                                  last octet + 127 is an octet: anything else is
+                                  refused, never computed the way awk would (mawk
+                                  prints such sums differently from release to
+                                  release: 2.14748e+09, inf, nan on trixie)
   nat.host_address: IP            IP without its /bits, like awk -F/ '{print $1}'
   nat.first_file: "-f|-x PATH..." the first PATH that is a file (-f) or an
                                   executable file (-x): first_file of
@@ -18,18 +24,16 @@ arithmetic, `echo` and `awk`, so that the rules stay declarative:
 Numbers are decimal without leading zeros (what libxl writes); anything else
 gives an empty value, so the rule's `require:` reports it.
 """
-import math
 import os
 import re
 
+from ..errors import StepError
 from . import VarSource
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
-# The prefix of an awk field that C's strtod (mawk) reads as a number. The
-# field never holds a '.', the separator, so no fractions.
-_STRTOD = re.compile(r"[+-]?(?:0x[0-9a-f]+(?:p[+-]?[0-9]+)?|[0-9]+(?:e[+-]?[0-9]+)?|infinity|inf|nan)",
-                     re.IGNORECASE)
-_INT_MAX = 2 ** 31 - 1
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                   r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:/(?:3[0-2]|[12]?[0-9]))?")
+ROUTER_OFFSET = 127   # vif-nat's routing_ip: the guest's last octet + 127
 # The main IPv4 routing table of this network namespace, the one `ip route` lists.
 ROUTE_TABLE = "/proc/net/route"
 
@@ -44,35 +48,26 @@ def _echo(text):
     return " ".join(text.split())
 
 
-def awk_number(text):
-    """The number awk makes of a string: its longest numeric prefix (strtod), else 0."""
-    found = _STRTOD.match(text.lstrip(" \t\n\v\f\r"))
-    if not found:
-        return 0.0
-    word = found.group(0)
-    if "x" in word.lower():
-        sign = -1.0 if word.startswith("-") else 1.0
-        try:
-            return sign * float.fromhex(word.lstrip("+-"))
-        except OverflowError:
-            return sign * math.inf
-    return float(word)
-
-
-def awk_format(number):
-    """How mawk prints a number: an integer when it is one and fits an int, else %.6g."""
-    if math.isnan(number):
-        return "-nan" if math.copysign(1.0, number) < 0 else "nan"
-    if math.isfinite(number) and number == int(number) and -_INT_MAX <= number <= _INT_MAX:
-        return "%d" % number
-    return "%.6g" % number
-
-
 def router_address(ip):
-    """vif-nat's routing_ip: awk -F. '{print $1"."$2"."$3"."$4 + 127}' of `echo $ip`."""
-    fields = _echo(ip).split(".")
-    fields += [""] * (4 - len(fields))
-    return _echo(".".join(fields[:3]) + "." + awk_format(awk_number(fields[3]) + 127))
+    """vif-nat's routing_ip of the first word of ip: its last octet + 127.
+    Raises StepError for anything but an IPv4 address (optionally /bits) whose
+    sum is still an octet: the original's awk would print a non-address."""
+    words = ip.split()
+    found = _IPV4.fullmatch(words[0]) if words else None
+    if not found:
+        raise StepError(f"nat.router_address: {_shown(ip)} is not an IPv4 address "
+                        f"(a.b.c.d or a.b.c.d/bits); vif-nat needs one to derive the router address")
+    last = int(found.group(1)) + ROUTER_OFFSET
+    if last > 255:
+        raise StepError(f"nat.router_address: the last octet of {words[0]} + {ROUTER_OFFSET} "
+                        f"is {last}, not an octet: give the guest an address whose last "
+                        f"octet is at most {255 - ROUTER_OFFSET}")
+    return words[0].split("/", 1)[0].rsplit(".", 1)[0] + f".{last}"
+
+
+def _shown(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
 
 
 def routes_via(dev, table=ROUTE_TABLE):
