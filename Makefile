@@ -74,8 +74,10 @@ piuparts: deb
 demo: deps-runtime
 	$(PYTHON) -m xenrules sandbox
 
+# every event against the originals, then antispoof's cost and its 1/100/1000-guest scaling
 bench: originals
 	$(PYTHON) bench/bench.py
+	$(PYTHON) bench/antispoof.py
 
 clean:
 	rm -rf .cache .pytest_cache build
