@@ -67,8 +67,10 @@ def monitor(path, out, debug=False, from_start=False, follow=True, poll=0.2, sto
             if f is None:
                 try:
                     f = _open(path, from_start)
-                except OSError:
+                except OSError as e:
                     if not follow:
+                        out.write(f"cannot read the hotplug log {path}: {e.strerror} "
+                                  f"(XENRULES_LOG_FILE names another one)\n")
                         return 1
                     time.sleep(poll)
                     continue
