@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from release import codename
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "build", "deb")
 SKIP = {".git", ".cache", "build", ".pytest_cache", "__pycache__", ".pybuild", ".tox"}
@@ -43,13 +45,22 @@ def _ignore(directory, names):
     return [n for n in names if n in SKIP or n.endswith((".pyc", ".egg-info"))]
 
 
+def _for_release(tree):
+    """The changelog's distribution becomes the release built for (one tree, both releases)."""
+    path = os.path.join(tree, "debian", "changelog")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(re.sub(r"^(xenrules \([^)]*\)) [a-z-]+;", rf"\1 {codename()};", text, count=1))
+
+
 def _add_changelog_entry(tree, version):
     path = os.path.join(tree, "debian", "changelog")
     with open(path, encoding="utf-8") as f:
         old = f.read()
     stamp = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
     maint = re.search(r"^ -- (.+?)  ", old, re.M).group(1)
-    entry = (f"xenrules ({version}) bookworm; urgency=medium\n\n"
+    entry = (f"xenrules ({version}) {codename()}; urgency=medium\n\n"
              f"  * Rebuilt as {version} (package tests: upgrade).\n\n"
              f" -- {maint}  {stamp}\n\n")
     with open(path, "w", encoding="utf-8") as f:
@@ -63,6 +74,7 @@ def build(version=None, out=DEFAULT_OUT, source=REPO_ROOT):
     shutil.rmtree(tree, ignore_errors=True)
     os.makedirs(out, exist_ok=True)
     shutil.copytree(source, tree, ignore=_ignore, symlinks=True)
+    _for_release(tree)
     if version != changelog_version(source):
         _add_changelog_entry(tree, version)
     log = os.path.join(out, f"xenrules_{version}.build.log")

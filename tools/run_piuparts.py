@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""`make piuparts`: install, remove and purge the .deb in a clean bookworm chroot.
+"""`make piuparts`: install, remove and purge the .deb in a clean chroot of this
+machine's release (tools/release.py: bookworm, trixie; XENRULES_SUITE for another).
 
 The chroot is made once with debootstrap (minbase) and kept as
-build/piuparts/bookworm.tgz. The mirror is the Debian one this machine's
+build/piuparts/<suite>.tgz. The mirror is the Debian one this machine's
 apt already uses (read from /etc/apt/sources.list*), never a name written here.
 
     /usr/bin/python3 tools/run_piuparts.py build/deb/xenrules_<v>_all.deb
@@ -13,14 +14,16 @@ import re
 import subprocess
 import sys
 
+from release import codename
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(REPO_ROOT, "build", "piuparts")
-SUITE = "bookworm"
+SUITE = codename()
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
 
 
 def debian_mirror():
-    """The URI apt uses for the bookworm suite (deb822 .sources or one-line format)."""
+    """The URI apt uses for SUITE (deb822 .sources or one-line format)."""
     for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
         with open(path) as f:
             for stanza in re.split(r"\n\s*\n", f.read()):
