@@ -9,7 +9,7 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
 SANDBOX_DEBS := procps iptables nftables python3-nftables
 TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux mount kmod \
-	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy
+	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy python3-hypothesis
 # Building the .deb (debian/control's Build-Depends) and checking it.
 BUILD_DEBS := debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
 # autopkgtest's and piuparts' own tools (make autopkgtest / make piuparts)
@@ -88,3 +88,10 @@ clean:
 .PHONY: bench-antispoof
 bench-antispoof:
 	$(PYTHON) bench/antispoof.py
+
+# 10,000+ bad rule files through `xenrules check`'s compiler (tools/fuzz.py):
+# never a traceback, never a hang, always file:line:col; writes build/reliability/fuzz.json.
+# `make check` runs a deterministic sample (tests/test_rule_fuzz.py).
+.PHONY: fuzz
+fuzz: deps
+	$(PYTHON) tools/fuzz.py

@@ -65,7 +65,17 @@ class Source:
         return Problem(self.path, line, col, message, self.text)
 
     def _load(self):
-        loader = yaml.SafeLoader(self.text)
+        try:
+            loader = yaml.SafeLoader(self.text)   # checks every character first
+        except yaml.reader.ReaderError as e:
+            # a control character YAML forbids (NUL, ESC...): no mark, only an offset
+            before = self.text[:e.position]
+            line, col = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
+            char = e.character if isinstance(e.character, str) else chr(e.character)
+            self.problems.append(Problem(self.path, line, col,
+                                         f"YAML: character {char!r} is not allowed in a YAML file",
+                                         self.text))
+            return None
         try:
             node = loader.get_single_node()
             return None if node is None else self._walk(loader, node, ())
