@@ -207,6 +207,17 @@ def test_per_guest_backend_key_switches_it_on(world):
     assert world.passed([udp("other-ipv4", "192.0.2.66", "192.0.2.99")]) == set()
 
 
+def test_the_settings_file_switches_it_on_for_the_host(world):
+    # /etc/xen/xenrules.conf's `antispoof = on` (here the sandbox's own file)
+    conf = world.tmp / "xenrules.conf"
+    conf.write_text("# host-wide\nantispoof = on\n")
+    world.plug_guest(IP4)
+    world.far_end_on_bridge()
+    world.event("online", XENRULES_CONF=str(conf))
+    own = udp("own-ipv4", IP4, "192.0.2.99")
+    assert world.passed([udp("other-ipv4", "192.0.2.66", "192.0.2.99"), own]) == {"own-ipv4"}
+
+
 def test_a_left_behind_element_of_another_address_is_removed_at_the_next_online(world):
     # a record lost (crash) while the kernel kept the vif's old elements:
     # the next online must not keep the old address allowed

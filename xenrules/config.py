@@ -76,6 +76,16 @@ def load_conf(env):
     return _conf_cache[path]
 
 
+def conf_value(env, key):
+    """One key of the settings file (the rules' `conf:` source), '' when unset.
+    Read once per process: the warm helper sees an edit after a restart."""
+    path = env.get("XENRULES_CONF") or CONF_FILE
+    conf = _conf_cache.get(path)
+    if conf is None:
+        conf = _conf_cache[path] = read_conf(path)
+    return conf.get(key, "")
+
+
 def capture_setting(env):
     """The capture settings {"dir":, "scripts":, "domains":, "keep":, "max_bytes":},
     or None when capture is off. The event path's only cost when off: this

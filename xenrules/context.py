@@ -8,6 +8,7 @@ Sources:
   xenstore: PATH      the node's value (PATH is a template)
   param: NAME         key=value argument, else environment variable NAME
   env: NAME           environment variable NAME only
+  conf: KEY           KEY of the settings file (/etc/xen/xenrules.conf, XENRULES_CONF)
   value: TEMPLATE     a fixed or composed value
   first_bridge: true  the first bridge on the host (by name)
   bridge_alias: NAME  NAME, or ethN when NAME is a missing xenbrN and ethN is a bridge
@@ -94,6 +95,10 @@ class Context:
     def _src_env(self, name):
         return self.event.env.get(name, ""), f"environment {name}"
 
+    def _src_conf(self, key):
+        from .config import conf_value
+        return conf_value(self.event.env, key), f"settings file key {key}"
+
     def _src_value(self, text):
         return template.expand(str(text), self.get), f"value {text!r}"
 
@@ -111,4 +116,4 @@ class Context:
         return netinfo.mtu(dev), f"MTU of {dev}"
 
 
-SOURCE_KINDS = ("xenstore", "param", "env", "value", "first_bridge", "bridge_alias", "link_mtu")
+SOURCE_KINDS = ("xenstore", "param", "env", "conf", "value", "first_bridge", "bridge_alias", "link_mtu")

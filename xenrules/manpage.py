@@ -37,6 +37,8 @@ BUILTIN_SOURCE_DESCRIPTIONS = {
     "xenstore": ("PATH", "the value of a xenstore node (relative paths are under /local/domain/0)"),
     "param": ("NAME", "a NAME=value argument of the event, else the environment variable NAME"),
     "env": ("NAME", "the environment variable NAME"),
+    "conf": ("KEY", "the key KEY of the settings file /etc/xen/xenrules.conf (XENRULES_CONF names "
+                    "another; read once per process)"),
     "value": ("TEMPLATE", "the template, expanded"),
     "first_bridge": ("true", "the first bridge found in /sys/class/net (vif-bridge's default)"),
     "bridge_alias": ("NAME", "NAME if that bridge exists; for a missing xenbrN, the bridge ethN "

@@ -39,6 +39,7 @@ SOURCE = {
         "xenstore": {"type": "string"},
         "param": {"type": "string", "minLength": 1},
         "env": {"type": "string", "minLength": 1},
+        "conf": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
         "value": SCALAR,
         "first_bridge": {"const": True},
         "bridge_alias": {"type": "string"},

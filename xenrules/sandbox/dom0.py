@@ -373,6 +373,9 @@ class SimulatedDom0:
             "XENRULES_ORIGINALS_DIR": originals,
             # a private journal directory: never the host's /run/xenrules
             "XENRULES_JOURNAL_DIR": self.journal_dir,
+            # a private settings file (absent unless a test writes it): never
+            # the host's /etc/xen/xenrules.conf
+            "XENRULES_CONF": os.path.join(self.state_dir, "xenrules.conf"),
         }
 
     def run_xenrules(self, script, args, env, rules_path=None, state_dir=None,
@@ -380,6 +383,8 @@ class SimulatedDom0:
         """Run the same event through xenrules: python3 -m xenrules.hotplug."""
         full_env = dict(env)
         full_env.update(self.xenrules_env(rules_path, state_dir, fallback))
+        if "XENRULES_CONF" in env:   # a test's own settings file
+            full_env["XENRULES_CONF"] = env["XENRULES_CONF"]
         return self.run([PYTHON, "-m", "xenrules.hotplug", script] + list(args), full_env)
 
     # -- inspecting ----------------------------------------------------------
