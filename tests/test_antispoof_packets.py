@@ -240,8 +240,7 @@ FAR4, FAR6 = "192.0.2.99", "2001:db8:f::99"
 VIF_MAC = "02:58:52:00:01:00"       # the sandbox's MAC of dom0's vif1.0
 
 
-@pytest.fixture
-def routed(world):
+def _route_to_uplink(world):
     dom0 = world.dom0
     add_uplink(dom0)                    # eth0 192.0.2.1/24, peer eth0p
     dom0.ip("address", "add", "2001:db8:f::1/64", "dev", "eth0", "nodad")
@@ -252,6 +251,11 @@ def routed(world):
                     "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"],
                    check=True)
     world.far = "eth0p"
+
+
+@pytest.fixture
+def routed(world):
+    _route_to_uplink(world)
     world.plug_guest(f"{R_IP4} {R_IP6}", script="vif-route", bridge=None)
     return world
 
@@ -288,6 +292,21 @@ def test_routed_guest_sends_only_its_own_traffic(routed):
     assert routed.passed(spoofs) == names(spoofs)
     send(routed.guest, "g1.0", [arp("a", psrc="10.0.0.66", pdst="192.0.2.1").frame])
     assert "10.0.0.66" in neighbours(routed)
+
+
+def test_nat_guest_may_send_only_from_its_derived_address(world):
+    # vif-nat without `ip`: the guest's address is derived from its domid
+    # and vif number (10.0.1.1 for vif1.0), and that is what the filter allows
+    _route_to_uplink(world)
+    world.plug_guest(None, script="vif-nat", bridge=None)
+    world.event("online", **ON)
+    to_dom0 = dict(dmac=VIF_MAC)
+    own = udp("own-ipv4", "10.0.1.1", FAR4, **to_dom0)
+    spoofs = [udp("other-ipv4", "10.0.1.66", FAR4, **to_dom0),
+              udp("other-mac", "10.0.1.1", FAR4, mac=OTHER_MAC, **to_dom0)]
+    assert world.passed([own] + spoofs) == {"own-ipv4"}
+    world.event("offline", **ON)
+    assert world.elements_of("vif1.0", "inet") == world.elements_of("vif1.0", "arp") == []
 
 
 def test_networks_in_ip_allow_their_whole_range(world):
