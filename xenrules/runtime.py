@@ -75,8 +75,11 @@ class Runtime:
         return self._xenstore
 
     def netlink(self):
+        """The netlink connection: xenrules.rtnl's raw requests, which hand
+        anything they do not implement to pyroute2's IPRoute (imported then)."""
         if self._netlink is None:
-            self._netlink = iproute_class()()
+            from .rtnl import RawRoute
+            self._netlink = RawRoute(iproute_class)
         return self._netlink
 
     def backend_path(self):
@@ -109,38 +112,8 @@ class Runtime:
 
 
 def iproute_class():
-    """pyroute2's IPRoute, imported without running the package's __init__.
-
-    pyroute2/__init__.py imports its whole world (ndb, sqlite3, asyncio,
-    importlib.metadata...: ~150 ms and ~11 MB) although the event path uses
-    only pyroute2.iproute.linux. The package is registered bare, so its
-    submodules import alone; the first time anyone asks the package itself
-    for a name (`from pyroute2 import NDB`), its real __init__ runs then.
-    """
-    import sys
-    if "pyroute2" not in sys.modules:
-        import importlib
-        import importlib.util
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is not None and spec.submodule_search_locations:
-            package = importlib.util.module_from_spec(spec)
-
-            def __getattr__(name):
-                if name.startswith("__"):
-                    raise AttributeError(name)
-                import os
-                for base in spec.submodule_search_locations:   # `from pyroute2 import config`
-                    if os.path.exists(os.path.join(base, name + ".py")) or \
-                            os.path.exists(os.path.join(base, name, "__init__.py")):
-                        return importlib.import_module(f"pyroute2.{name}")
-                del package.__getattr__          # run the real __init__ once
-                spec.loader.exec_module(package)
-                try:
-                    return package.__dict__[name]
-                except KeyError:
-                    raise AttributeError(f"module 'pyroute2' has no attribute {name!r}") from None
-
-            package.__getattr__ = __getattr__
-            sys.modules["pyroute2"] = package
+    """pyroute2's IPRoute, imported without running the package's __init__ (lean.bare)."""
+    from .lean import bare
+    bare("pyroute2")
     from pyroute2.iproute.linux import IPRoute
     return IPRoute

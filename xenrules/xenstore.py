@@ -187,6 +187,8 @@ class XenStore:
     def _request(self, op_name, path, value=None):
         """Send one request, return the reply payload (trailing NULs stripped).
         An error reply raises _XsReply; anything else raises XenstoreError."""
+        from .lean import bare
+        bare("pyxs")   # its __init__ loads Client and threading: not needed
         from pyxs._internal import NUL, Op, Packet
         from pyxs.exceptions import PyXSError
         from pyxs.helpers import check_path

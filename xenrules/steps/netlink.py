@@ -41,11 +41,16 @@ def call(what, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as e:
-        # pyroute2 0.7's NetlinkError derives from Exception, not OSError;
-        # fn came from pyroute2, so importing its exception class costs nothing.
-        from pyroute2.netlink.exceptions import NetlinkError
-        if not isinstance(e, (OSError, NetlinkError)):
-            raise
+        # pyroute2 0.7's NetlinkError derives from Exception, not OSError (the
+        # raw requests of xenrules.rtnl raise OSErrors); ask pyroute2 only if
+        # it is loaded already: an error must not cost its import.
+        import sys
+        if not isinstance(e, OSError):
+            if "pyroute2.netlink.exceptions" not in sys.modules:
+                raise
+            from pyroute2.netlink.exceptions import NetlinkError
+            if not isinstance(e, NetlinkError):
+                raise
         code = getattr(e, "code", None) or (e.args[0] if e.args and isinstance(e.args[0], int) else None)
         reason = e.args[1] if len(e.args) > 1 else os.strerror(code) if code else str(e)
         raise StepError(f"{what} failed: {reason}") from e
