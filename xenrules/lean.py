@@ -1,9 +1,8 @@
 """Import a package's submodules without running the package's __init__.
 
 pyroute2/__init__.py imports its whole world (ndb, sqlite3, asyncio,
-importlib.metadata...: ~150 ms and ~11 MB) and pyxs/__init__.py its Client
-(threads, contextlib: ~25 ms), although the event path needs one or two
-submodules of each. bare(name) registers the package as an empty module, so
+importlib.metadata...: ~150 ms and ~11 MB), although a step that falls back
+to pyroute2 needs only pyroute2.iproute.linux. bare(name) registers the package as an empty module, so
 its submodules import alone; the first time anyone asks the package itself
 for a name (`from pyroute2 import NDB`), its real __init__ runs then.
 """

@@ -12,8 +12,9 @@ A kernel refusal raises NetlinkError, an OSError whose .code is the errno,
 like pyroute2's.
 """
 import os
-import socket
 import struct
+
+import _socket as socket   # socket.py costs 3 ms of enum building
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 16, 20, 21, 22

@@ -1,21 +1,22 @@
-"""The XenStore client the engine uses: a small adapter over pyxs.
+"""The XenStore client the engine uses: xenstored's wire protocol, directly.
 
-pyxs supplies the wire layer: its packet connections (header framing over a
-unix socket or the xenbus device), `Packet`, the op codes and path checks.
-Its `Client` is not used, for two reasons that matter to hotplug scripts:
-- `Client` waits for every reply on a condition with no timeout, and its
-  router thread can block in a read that nothing interrupts; a hotplug script
-  must never hang, so here every request runs synchronously under a deadline;
-- `Client` refuses values that are not printable 7-bit ASCII, while xenstored
-  stores any bytes and `hotplug-error` messages may hold newlines or UTF-8.
+xs_wire.h's framing is a 16-byte header and a payload; the four requests
+the engine makes (read, write, rm, directory) take a few lines. pyxs is not
+used on the event path: importing it (its Client, threading, enum, re,
+platform) cost 10-30 ms per event, more than the requests. Unlike pyxs's
+`Client`:
+- every request runs synchronously under a deadline: a hotplug script must
+  never hang on a read that nothing interrupts;
+- values may be any bytes (xenstored stores them; `hotplug-error` messages
+  may hold newlines or UTF-8), not only printable 7-bit ASCII.
 
-pyxs is imported on first use only: the hot path of an event that needs no
-XenStore access must not pay for it. Not thread-safe: one per thread.
+Not thread-safe: one per thread.
 """
 
 import itertools
 import os
 import stat
+import struct
 import time
 
 from xenrules.errors import XenstoreError
@@ -25,6 +26,19 @@ XENBUS_DEVICES = ("/dev/xen/xenbus", "/proc/xen/xenbus")
 PAYLOAD_MAX = 4096  # XENSTORE_PAYLOAD_MAX: xenstored drops longer requests
 
 _req_ids = itertools.count(1)
+# xs_wire.h: the header (type, req_id, tx_id, len) and the operations used
+_HEADER = struct.Struct("=IIII")
+OPS = {"DIRECTORY": 1, "READ": 2, "WRITE": 11, "RM": 13}
+OP_WATCH_EVENT, OP_ERROR = 15, 16
+_PATH_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
+PATH_MAX = 3072
+
+
+def valid_path(raw):
+    """A XenStore path xenstored accepts: [A-Za-z0-9-/_@]+, at most 3072 bytes,
+    no "//", no trailing "/" (but "/" itself)."""
+    return (0 < len(raw) <= PATH_MAX and _PATH_BYTES.issuperset(raw)
+            and b"//" not in raw and (raw == b"/" or not raw.endswith(b"/")))
 
 
 def default_path():
@@ -38,7 +52,7 @@ class _Timeout(Exception):
 
 
 class _Bounded:
-    """A pyxs transport whose waits end at `deadline` (set before each request)."""
+    """A transport whose waits end at `deadline` (set before each request)."""
 
     deadline = 0.0
 
@@ -53,10 +67,10 @@ class _SocketTransport(_Bounded):
     """The transport over xenstored's unix socket."""
 
     def __init__(self, path, deadline):
-        import socket  # here, like pyxs: an event that needs no XenStore skips it
+        import _socket  # not socket.py (3 ms of enum building): what a transport needs
 
         self.deadline = deadline
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         try:
             self.sock.settimeout(self._left())  # connect blocks while the backlog is full
             self.sock.connect(path)
@@ -166,7 +180,10 @@ class XenStore:
     def close(self):
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            conn.close()  # pyxs's: idempotent, ignores errors
+            try:
+                conn.close()
+            except OSError:
+                pass
 
     def __enter__(self):
         return self
@@ -187,50 +204,45 @@ class XenStore:
     def _request(self, op_name, path, value=None):
         """Send one request, return the reply payload (trailing NULs stripped).
         An error reply raises _XsReply; anything else raises XenstoreError."""
-        from .lean import bare
-        bare("pyxs")   # its __init__ loads Client and threading: not needed
-        from pyxs._internal import NUL, Op, Packet
-        from pyxs.exceptions import PyXSError
-        from pyxs.helpers import check_path
-
         what = f"xenstore {op_name.lower()} {path!r}"
         raw = path.encode("utf-8", "surrogateescape")
-        op = getattr(Op, op_name)
-        try:
-            check_path(raw)
-        except PyXSError:
+        op = OPS[op_name]
+        if not valid_path(raw):
             raise XenstoreError(f"{what}: invalid path (allowed: A-Z a-z 0-9 - / _ @, "
-                                "no // and no trailing /)") from None
-        payload = raw + NUL + (value if value is not None else b"")
+                                "no // and no trailing /)")
+        payload = raw + b"\0" + (value if value is not None else b"")
         if len(payload) > PAYLOAD_MAX:
             raise XenstoreError(f"{what}: request of {len(payload)} bytes, "
                                 f"xenstored takes at most {PAYLOAD_MAX}")
-        packet = Packet(op, payload, rq_id=next(_req_ids) & 0xFFFFFFFF)
+        rq_id = next(_req_ids) & 0xFFFFFFFF
 
         deadline = time.monotonic() + self.timeout
         conn = self._connect(deadline)
         what += f" via {self.where}"
-        conn.transport.deadline = deadline
+        conn.deadline = deadline
         try:
-            conn.send(packet)
+            conn.send(_HEADER.pack(op, rq_id, 0, len(payload)) + payload)
             while True:
-                reply = conn.recv()
-                if reply.op != Op.WATCH_EVENT:  # we set no watch; skip strays
+                r_op, r_id, _tx, size = _HEADER.unpack(conn.recv(_HEADER.size))
+                if size > PAYLOAD_MAX:
+                    raise OSError(f"reply of {size} bytes")
+                body = conn.recv(size) if size else b""
+                if r_op != OP_WATCH_EVENT:  # we set no watch; skip strays
                     break
-        except PyXSError as e:  # pyxs wraps transport errors in ConnectionError
+        except OSError as e:
             self.close()
             raise XenstoreError(f"{what}: {e}") from None
         except _Timeout:
             self.close()
             raise XenstoreError(f"{what}: no reply within {self.timeout:g}s") from None
 
-        if reply.op == Op.ERROR:
-            code = reply.payload.rstrip(NUL).decode("ascii", "replace")
+        if r_op == OP_ERROR:
+            code = body.rstrip(b"\0").decode("ascii", "replace")
             raise _XsReply(code, XenstoreError(f"{what}: {code}"))
-        if reply.op != op or reply.rq_id != packet.rq_id:
+        if r_op != op or r_id != rq_id:
             self.close()  # the stream is out of step: start afresh next time
-            raise XenstoreError(f"{what}: unexpected reply (op {reply.op})")
-        return reply.payload.rstrip(NUL) if op != Op.READ else reply.payload
+            raise XenstoreError(f"{what}: unexpected reply (op {r_op})")
+        return body.rstrip(b"\0") if op != OPS["READ"] else body
 
     def _target(self):
         """(path, is_device), like libxenstore's xs_open: a path that is not a
@@ -249,18 +261,12 @@ class XenStore:
     def _connect(self, deadline):
         if self._conn is not None:
             return self._conn
-        from pyxs.connection import UnixSocketConnection, XenBusConnection
-
         self.where, is_device = self._target()
         try:
-            # Setting .transport is what PacketConnection.connect() does; ours
-            # are bounded by deadlines.
             if is_device:
-                conn = XenBusConnection(self.where)
-                conn.transport = _DeviceTransport(self.where, deadline)
+                conn = _DeviceTransport(self.where, deadline)
             else:
-                conn = UnixSocketConnection(self.where)
-                conn.transport = _SocketTransport(self.where, deadline)
+                conn = _SocketTransport(self.where, deadline)
         except (TimeoutError, _Timeout):
             raise XenstoreError(f"cannot connect to xenstored at {self.where}: "
                                 f"no answer within {self.timeout:g}s") from None

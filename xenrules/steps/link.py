@@ -35,7 +35,7 @@ class Rename(Step):
 
     @classmethod
     def undo(cls, runtime, args, record):
-        import socket
+        import _socket as socket
         try:
             current = socket.if_indextoname(record["ifindex"])
         except OSError:
