@@ -61,7 +61,7 @@ check: originals deps-build
 # a fresh clone of HEAD, unshare + pivot_root (tools/container_check.py).
 check-trixie check-bookworm:
 	command -v debootstrap >/dev/null || $(APT_GET) install -y --no-install-recommends debootstrap
-	$(PYTHON) tools/container_check.py $(@:check-%=%) $(PYTEST_ARGS)
+	$(PYTHON) tools/container_check.py $(@:check-%=%) -- $(PYTEST_ARGS)
 
 # Only the package tests: build, lintian, install, upgrade, remove, purge.
 check-package: originals deps-build
