@@ -7,7 +7,9 @@ fixed host) and cached under /var/cache/xenrules-ci/SUITE/root. Every run
 copies a fresh clone of this checkout's HEAD into it (never a bind mount of the
 host's tree) and runs `make check` there inside a container made by unshare:
 its own mount, PID, UTS and IPC namespaces, the root bound onto itself (the
-self-bind `ip netns exec` needs), private /proc, /sys, /run and /tmp, the
+self-bind `ip netns exec` needs), private /proc, /sys and /run (the root's own /tmp,
+emptied per run: a loop device's backing file on a tmpfs mounted before
+pivot_root reads back as outside the root, and block.remove refuses it), the
 host's /dev bound in (loop devices), then pivot_root. The network namespace
 is the host's, so apt reaches the mirror; the tests make their own.
 
@@ -86,7 +88,6 @@ mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=755 tmpfs "$root/run"
-mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mkdir -p "$root/run/lock" "$root/.oldroot"
 cd "$root"
 pivot_root . .oldroot
@@ -118,6 +119,9 @@ def main(argv=None):
     checkout = root + CHECKOUT
     shutil.rmtree(checkout, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", "--no-local", source, checkout], check=True)
+    shutil.rmtree(os.path.join(root, "tmp"), ignore_errors=True)
+    os.mkdir(os.path.join(root, "tmp"))
+    os.chmod(os.path.join(root, "tmp"), 0o1777)
     shutil.copyfile("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf"))
     make = ["make", "check"]
     if args.pytest_args:
