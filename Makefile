@@ -17,7 +17,7 @@ PACKAGE_TOOL_DEBS := autopkgtest piuparts debootstrap
 DEB_VERSION = $(shell $(PYTHON) tools/build_deb.py --print-version)
 DEB = build/deb/xenrules_$(DEB_VERSION)_all.deb
 
-.PHONY: deps deps-runtime deps-build originals check check-package deb autopkgtest piuparts demo bench clean
+.PHONY: deps deps-runtime deps-build originals check check-trixie check-bookworm check-package deb autopkgtest piuparts demo bench clean
 
 # the engine plus what the simulated dom0 uses (sysctl)
 deps-runtime:
@@ -55,6 +55,13 @@ deb: deps-build
 check: originals deps-build
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing" >&2; exit 1; fi; exit $$rc
+
+# The whole suite (`make check`, package tests included) in a container of
+# trixie or bookworm: a debootstrap root cached under /var/cache/xenrules-ci,
+# a fresh clone of HEAD, unshare + pivot_root (tools/container_check.py).
+check-trixie check-bookworm:
+	command -v debootstrap >/dev/null || $(APT_GET) install -y --no-install-recommends debootstrap
+	$(PYTHON) tools/container_check.py $(@:check-%=%) -- $(PYTEST_ARGS)
 
 # Only the package tests: build, lintian, install, upgrade, remove, purge.
 check-package: originals deps-build
