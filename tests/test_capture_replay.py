@@ -90,3 +90,28 @@ def test_replay_of_a_file_that_is_no_capture_is_a_clear_error(tmp_path):
     proc = replay(str(bogus))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "is not a xenrules capture" in proc.stdout + proc.stderr
+
+
+def test_replay_rebuilds_a_captured_uplink_without_the_dummy_module(dom0, tmp_path):
+    # dom0 kernels (this one too) may lack dummy: an uplink must come back as a veth end
+    dom0.add_vif(1, 0)
+    [path] = captured_online(dom0, tmp_path)
+    data = json.load(open(path))
+    uplink = {"kind": "dummy", "mtu": 1500, "up": True, "mac": "02:00:00:00:aa:07",
+              "addresses": ["198.51.100.7/24"]}
+    for side in ("net_before", "net_after"):
+        data[side]["links"]["xrupl0"] = dict(uplink)
+    # the kernel's own route of that address, as a real capture shows it afterwards
+    data["net_after"]["routes"].append("dst=198.51.100.0/24 dev=xrupl0 prefsrc=198.51.100.7")
+    json.dump(data, open(path, "w"))
+    proc = replay(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "xenrules: end state is the captured one" in proc.stdout
+
+
+def test_replay_of_a_capture_of_another_format_version_says_so(tmp_path):
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"format": "xenrules-capture/9", "argv": ["vif-bridge", "online"]}))
+    proc = replay(str(future))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "format 'xenrules-capture/9'" in proc.stdout + proc.stderr
