@@ -372,7 +372,7 @@ def test_a_variable_named_like_the_preludes_own_is_refused(ev, dom0, tmp_path):
     runtime = SimpleNamespace(config=SimpleNamespace(scripts_dir=str(tmp_path)),
                               event=SimpleNamespace(script="vif-bridge"))
     with pytest.raises(StepError, match="invalid hook variable name '__xr_hookdir'"):
-        Run({"dir": str(hooks), "vars": {"__xr_hookdir": "/x"}}).argv(runtime, "/dev/null")
+        Run({"dir": str(hooks), "vars": {"__xr_hookdir": "/x"}}).argv(runtime, "/dev/null", "/dev/null")
 
 
 def test_step_modules_import_no_regex_or_subprocess_machinery():

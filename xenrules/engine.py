@@ -121,10 +121,11 @@ def execute(rule, context, runtime, dry_run=False):
                 step.apply(runtime)
                 runtime.test_point(f"after:{n}")
         except Exception as e:   # a step failing for any reason must not leave things half-done
-            message = str(e) if isinstance(e, XenrulesError) else f"internal error: {e!r}"
+            message = str(e) if isinstance(e, XenrulesError) else \
+                f"internal error in {spec['type']}: {e!r} (a xenrules bug: the traceback is in the log)"
             if not isinstance(e, XenrulesError):
-                import traceback   # only a bug pays for it
-                log("debug", traceback.format_exc())
+                import traceback   # only a bug pays for it; at err, so it never vanishes
+                log("err", f"{where(rule, spec)}: {spec['type']} raised:\n{traceback.format_exc()}")
             elapsed = time.monotonic() - started
             # a failing step may have done part of its work: undone now, from its record
             if journaled and journaled[2].undo_failed(runtime) and runtime.journal is not None:

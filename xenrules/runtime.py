@@ -26,7 +26,7 @@ class Runtime:
         env = event.env if event is not None else {}
         self._test_points = {}
         if env.get(TEST_SWITCH) == "1":
-            for verb in ("kill", "stop"):
+            for verb in ("kill", "stop", "raise"):
                 for point in env.get(f"XENRULES_TEST_{verb.upper()}_AT", "").split(","):
                     if point:
                         self._test_points[point] = verb
@@ -34,11 +34,14 @@ class Runtime:
     def test_point(self, name):
         """TEST ONLY: with XENRULES_TEST_HOOKS=1, XENRULES_TEST_KILL_AT=POINT[,...]
         makes the event SIGKILL itself at POINT, XENRULES_TEST_STOP_AT SIGSTOP
-        itself (for a test to kill it from outside). Points: before:N (step N
+        itself (for a test to kill it from outside), XENRULES_TEST_RAISE_AT raises
+        a RuntimeError there (a bug in a step, as the error path sees it). Points: before:N (step N
         not begun), apply:N (its journal record written), after:N (applied),
         undo:N (a revert or replay about to undo step N), end (every step done,
         the journal not yet removed), and points inside steps (loop.attached)."""
         verb = self._test_points.get(name)
+        if verb == "raise":
+            raise RuntimeError(f"raised by XENRULES_TEST_RAISE_AT={name}")
         if verb:
             import signal
             os.kill(os.getpid(), signal.SIGKILL if verb == "kill" else signal.SIGSTOP)

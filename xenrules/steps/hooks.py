@@ -36,8 +36,8 @@ DEFAULT_TIMEOUT = 20
 LIBRARIES = ("xen-hotplug-common.sh", "xen-network-common.sh")
 
 PRELUDE = r'''
-__xr_errfile=$1 __xr_hookdir=$2 __xr_libdir=$3
-shift 3
+__xr_errfile=$1 __xr_hookdir=$2 __xr_libdir=$3 __xr_runningfile=$4
+shift 4
 __xr_callargs=("$1" "$2")
 shift 2
 __xr_vars=("$@")
@@ -101,8 +101,10 @@ unset __xr_vars
 
 call_hooks() {
   for f in "$__xr_hookdir"/*.hook; do
-    if [ -x "$f" ]; then . "$f"; fi
+    # which hook was running when bash stopped, for the hotplug-error
+    if [ -x "$f" ]; then printf '%s' "$f" > "$__xr_runningfile"; . "$f"; fi
   done
+  : > "$__xr_runningfile"
 }
 call_hooks "${__xr_callargs[@]}"
 '''
@@ -111,6 +113,19 @@ call_hooks "${__xr_callargs[@]}"
 def valid_var_name(name):
     """A shell identifier that is not one of the prelude's own variables."""
     return is_name(name) and name.isascii() and not name.startswith(RESERVED_PREFIX)
+
+
+# bash's own complaints when `set -e` ends it inside a function: not the hook's words
+_BASH_NOISE = ("pop_var_context:", "pop_scope:")
+
+
+def failure_message(hook, stderr, status):
+    """hotplug-error for a hook that stopped without `fatal`: which hook, and the
+    last thing it said on stderr (the seed's "errors vanish": not any more)."""
+    said = [line.strip() for line in stderr.splitlines()
+            if line.strip() and not any(n in line for n in _BASH_NOISE)]
+    why = said[-1][:300] if said else f"exit status {status}, nothing on stderr"
+    return f"hook {hook} failed: {why}"
 
 
 def executable_hooks(directory):
@@ -157,10 +172,10 @@ class Run(Step):
     }
     required = ("dir",)
 
-    def argv(self, runtime, errfile):
+    def argv(self, runtime, errfile, runningfile):
         scripts_dir = self.args.get("scripts_dir") or runtime.config.scripts_dir
         argv0 = os.path.join(scripts_dir, runtime.event.script)
-        argv = ["/bin/bash", "-c", PRELUDE, argv0, errfile, self.args["dir"], scripts_dir,
+        argv = ["/bin/bash", "-c", PRELUDE, argv0, errfile, self.args["dir"], scripts_dir, runningfile,
                 str(self.args.get("devtype", "vif")), str(self.args.get("hook", "post"))]
         for name, value in (self.args.get("vars") or {}).items():
             if not valid_var_name(name):
@@ -180,9 +195,10 @@ class Run(Step):
         # Output goes to files, not pipes: a hook may leave a daemon behind
         # holding them, and only bash's exit is waited for (as libxl does).
         with tempfile.NamedTemporaryFile(prefix="xenrules-hook-", mode="r") as errfile, \
+                tempfile.NamedTemporaryFile(prefix="xenrules-hook-", mode="r") as running, \
                 tempfile.TemporaryFile(mode="w+", errors="replace") as out, \
                 tempfile.TemporaryFile(mode="w+", errors="replace") as err:
-            argv = self.argv(runtime, errfile.name)
+            argv = self.argv(runtime, errfile.name, running.name)
             runtime.log("debug", "sourcing " + " ".join(hooks))
             # its own process group, so that a timeout stops what the hooks started too
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -193,6 +209,7 @@ class Run(Step):
                 _kill_group(proc)
                 raise StepError(f"hooks in {self.args['dir']} did not finish in {timeout} s") from None
             message = errfile.read().strip()
+            hook = running.read().strip()
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read(), err.read()
@@ -201,8 +218,8 @@ class Run(Step):
                 runtime.log("debug", f"hooks {stream}: {text.strip()}")
         if proc.returncode != 0:
             if not message:
-                tail = stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-                message = f"a hook in {self.args['dir']} failed: {tail[0]}"
+                message = failure_message(hook or f"a hook in {self.args['dir']}", stderr,
+                                          proc.returncode)
             raise StepError(message)
 
     def describe(self):
