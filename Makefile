@@ -9,9 +9,10 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
 SANDBOX_DEBS := procps iptables nftables python3-nftables
 TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux mount kmod \
-	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy python3-hypothesis
+	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy python3-hypothesis \
+	gcc libc6-dev valgrind
 # Building the .deb (debian/control's Build-Depends) and checking it.
-BUILD_DEBS := debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
+BUILD_DEBS := build-essential debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
 # autopkgtest's and piuparts' own tools (make autopkgtest / make piuparts)
 PACKAGE_TOOL_DEBS := autopkgtest piuparts debootstrap
 DEB_VERSION = $(shell $(PYTHON) tools/build_deb.py --print-version)
@@ -95,3 +96,16 @@ bench-antispoof:
 .PHONY: fuzz
 fuzz: deps
 	$(PYTHON) tools/fuzz.py
+
+# The compiled launcher (launcher/xenrules-launcher.c, issue 10) for the checkout:
+# Debian's hardening flags, no warning allowed; its fallback execs this checkout's
+# launcher/xenrules-inprocess. The package builds its own (debian/rules).
+LAUNCHER_FLAGS = $(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS) \
+	$(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS) -Wall -Wextra -Werror
+.PHONY: launcher
+launcher: build/launcher/xenrules-launcher
+build/launcher/xenrules-launcher: launcher/xenrules-launcher.c
+	mkdir -p build/launcher
+	gcc $(LAUNCHER_FLAGS) -DXENRULES_INPROCESS='"$(CURDIR)/launcher/xenrules-inprocess"' \
+		-o $@.tmp $< $(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
+	mv $@.tmp $@
