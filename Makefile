@@ -75,10 +75,13 @@ piuparts: deb
 demo: deps-runtime
 	$(PYTHON) -m xenrules sandbox
 
-# every event against the originals, then antispoof's cost and its 1/100/1000-guest scaling
+# every event against the originals, then antispoof's cost and its 1/100/1000-guest scaling,
+# then the launcher alone (the helper path uses the C launcher; XENRULES_BENCH_LAUNCHER=python)
 bench: originals
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/antispoof.py
+	@# the launcher's floor against /bin/true and python3 -IS: its own section of PERFORMANCE.md
+	$(PYTHON) bench/launcher.py
 
 clean:
 	rm -rf .cache .pytest_cache build
