@@ -16,7 +16,7 @@ BUILD_DEBS := build-essential debhelper dh-python python3-setuptools dpkg-dev fa
 # autopkgtest's and piuparts' own tools (make autopkgtest / make piuparts)
 PACKAGE_TOOL_DEBS := autopkgtest piuparts debootstrap
 DEB_VERSION = $(shell $(PYTHON) tools/build_deb.py --print-version)
-DEB = build/deb/xenrules_$(DEB_VERSION)_all.deb
+DEB = build/deb/xenrules_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
 
 .PHONY: deps deps-runtime deps-build originals check check-package deb autopkgtest piuparts demo bench clean
 
@@ -41,7 +41,7 @@ deps-build:
 	$(APT_GET) update
 	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(BUILD_DEBS)
 
-# build/deb/xenrules_<version>_all.deb, built outside the checkout (tools/build_deb.py);
+# build/deb/xenrules_<version>_<dpkg arch>.deb, built outside the checkout (tools/build_deb.py);
 # lintian's report is shown here and must be clean in the package tests.
 deb: deps-build
 	$(PYTHON) tools/build_deb.py
