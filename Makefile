@@ -9,13 +9,14 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 RUNTIME_DEBS := python3 python3-yaml python3-jsonschema python3-pyroute2 python3-pyxs iproute2
 SANDBOX_DEBS := procps iptables nftables python3-nftables
 TEST_DEBS := python3-pytest bridge-utils xenstore-utils iptables nftables util-linux mount kmod \
-	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy python3-hypothesis
+	net-tools e2fsprogs openvswitch-switch openvswitch-common python3-scapy python3-hypothesis \
+	gcc libc6-dev valgrind
 # Building the .deb (debian/control's Build-Depends) and checking it.
-BUILD_DEBS := debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
+BUILD_DEBS := build-essential debhelper dh-python python3-setuptools dpkg-dev fakeroot lintian man-db groff-base
 # autopkgtest's and piuparts' own tools (make autopkgtest / make piuparts)
 PACKAGE_TOOL_DEBS := autopkgtest piuparts debootstrap
 DEB_VERSION = $(shell $(PYTHON) tools/build_deb.py --print-version)
-DEB = build/deb/xenrules_$(DEB_VERSION)_all.deb
+DEB = build/deb/xenrules_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
 
 .PHONY: deps deps-runtime deps-build originals check check-trixie check-bookworm check-package deb autopkgtest piuparts demo bench clean
 
@@ -40,7 +41,7 @@ deps-build:
 	$(APT_GET) update
 	$(APT_GET) install -y --no-install-recommends $(RUNTIME_DEBS) $(BUILD_DEBS)
 
-# build/deb/xenrules_<version>_all.deb, built outside the checkout (tools/build_deb.py);
+# build/deb/xenrules_<version>_<dpkg arch>.deb, built outside the checkout (tools/build_deb.py);
 # lintian's report is shown here and must be clean in the package tests.
 deb: deps-build
 	$(PYTHON) tools/build_deb.py
@@ -81,10 +82,13 @@ piuparts: deb
 demo: deps-runtime
 	$(PYTHON) -m xenrules sandbox
 
-# every event against the originals, then antispoof's cost and its 1/100/1000-guest scaling
+# every event against the originals, then antispoof's cost and its 1/100/1000-guest scaling,
+# then the launcher alone (the helper path uses the C launcher; XENRULES_BENCH_LAUNCHER=python)
 bench: originals
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/antispoof.py
+	@# the launcher's floor against /bin/true and python3 -IS: its own section of PERFORMANCE.md
+	$(PYTHON) bench/launcher.py
 
 clean:
 	rm -rf .cache .pytest_cache build
@@ -102,3 +106,16 @@ bench-antispoof:
 .PHONY: fuzz
 fuzz: deps
 	$(PYTHON) tools/fuzz.py
+
+# The compiled launcher (launcher/xenrules-launcher.c, issue 10) for the checkout:
+# Debian's hardening flags, no warning allowed; its fallback execs this checkout's
+# launcher/xenrules-inprocess. The package builds its own (debian/rules).
+LAUNCHER_FLAGS = $(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS) \
+	$(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS) -Wall -Wextra -Werror
+.PHONY: launcher
+launcher: build/launcher/xenrules-launcher
+build/launcher/xenrules-launcher: launcher/xenrules-launcher.c
+	mkdir -p build/launcher
+	gcc $(LAUNCHER_FLAGS) -DXENRULES_INPROCESS='"$(CURDIR)/launcher/xenrules-inprocess"' \
+		-o $@.tmp $< $(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
+	mv $@.tmp $@

@@ -2,8 +2,11 @@
 
 Implementations:
   original   Debian's bash script
-  xenrules   bin/xenrules-launcher (symlinked as the script's name), in-process
+  xenrules   the launcher (symlinked as the script's name), in-process
   helper     the same launcher, served by the warm helper (python3 -m xenrules.helper)
+
+The launcher is the compiled one the package ships (launcher/xenrules-launcher.c,
+built by `make launcher`); XENRULES_BENCH_LAUNCHER=python measures bin/xenrules-launcher.
 
 Every run goes through `ip netns exec` like the sandbox's other runs (both
 sides pay the wrapper; it is reported as a baseline). CPU is user+sys of the
@@ -23,7 +26,21 @@ import time
 
 from scenarios import REPO_ROOT
 
-LAUNCHER = os.path.join(REPO_ROOT, "bin", "xenrules-launcher")
+PY_LAUNCHER = os.path.join(REPO_ROOT, "bin", "xenrules-launcher")
+C_LAUNCHER = os.path.join(REPO_ROOT, "build", "launcher", "xenrules-launcher")
+
+
+def launcher_path(kind=None):
+    """The launcher to measure: "c" (default, built here) or "python"."""
+    kind = kind or os.environ.get("XENRULES_BENCH_LAUNCHER") or "c"
+    if kind == "python":
+        return PY_LAUNCHER
+    if kind != "c":
+        raise BenchError(f"XENRULES_BENCH_LAUNCHER={kind!r}: c or python")
+    done = subprocess.run(["make", "-s", "-C", REPO_ROOT, "launcher"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"make launcher failed:\n{done.stdout}{done.stderr}")
+    return C_LAUNCHER
 PYTHON = "/usr/bin/python3"
 IMPLS = ("original", "xenrules", "helper")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -31,6 +48,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(RuntimeError):
     pass
+
+
+LAUNCHER = None   # set by the first Runner: launcher_path()
 
 
 def proc_cpu(pid):
@@ -136,6 +156,9 @@ class Runner:
         self.helper = Helper(dom0, self.xr_env, workdir) if with_helper else None
 
     def launcher(self, script):
+        global LAUNCHER
+        if LAUNCHER is None:
+            LAUNCHER = launcher_path()
         path = os.path.join(self.bindir, script)
         if not os.path.lexists(path):
             os.symlink(LAUNCHER, path)

@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from launchers import C_LAUNCHER, launcher  # noqa: F401  (the fixture: each test runs with both)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "bin", "xenrules-launcher")
 PYTHON = "/usr/bin/python3"
@@ -88,7 +90,7 @@ def kill_session(proc):
 class Setup:
     """Rule, originals and launcher directories, a helper, and runs of the launcher."""
 
-    def __init__(self, xs_server):
+    def __init__(self, xs_server, launcher_path=LAUNCHER):
         self.dir = tempfile.mkdtemp(prefix="xr-h-", dir="/tmp")   # short: sun_path is 108 bytes
         for sub in ("rules", "state", "originals", "bin"):
             os.mkdir(os.path.join(self.dir, sub))
@@ -98,7 +100,7 @@ class Setup:
             f.write(ECHO)
         os.chmod(echo, 0o755)
         for name in ("xr-write", "xr-echo"):
-            os.symlink(LAUNCHER, os.path.join(self.dir, "bin", name))
+            os.symlink(launcher_path, os.path.join(self.dir, "bin", name))
         self.socket = os.path.join(self.dir, "run", "helper.sock")
         self.stats = os.path.join(self.dir, "stats")
         self.count = os.path.join(self.dir, "count")
@@ -179,8 +181,8 @@ class Setup:
 
 
 @pytest.fixture
-def setup(xs_server):
-    s = Setup(xs_server)
+def setup(xs_server, launcher):
+    s = Setup(xs_server, launcher)
     try:
         yield s
     finally:
@@ -517,6 +519,8 @@ def test_systemd_units_name_the_socket_the_launcher_uses():
     assert "ListenSequentialPacket=/run/xenrules/helper.sock" in unit
     assert "SocketMode=0600" in unit and "DirectoryMode=0700" in unit
     assert 'HELPER_SOCKET = b"/run/xenrules/helper.sock"' in launcher
+    with open(os.path.join(REPO, "launcher", "xenrules-launcher.c")) as f:
+        assert '#define HELPER_SOCKET "/run/xenrules/helper.sock"' in f.read()
     with open(os.path.join(REPO, "systemd", "xenrules-helper.service")) as f:
         service = f.read()
     assert "xenrules helper" in service

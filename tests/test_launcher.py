@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 
+from launchers import C_LAUNCHER, C_SOURCE, build_c, launcher  # noqa: F401  (fixture)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "bin", "xenrules-launcher")
 BACK = "/local/domain/0/backend/vif/1/0"
@@ -25,10 +27,10 @@ def test_launcher_is_a_tiny_isolated_python_script_that_says_what_it_is():
 
 
 @pytest.mark.parametrize("helper_socket", ["", "/nonexistent/xenrules/helper.sock"])
-def test_without_a_helper_the_event_runs_in_process(dom0, tmp_path, helper_socket):
+def test_without_a_helper_the_event_runs_in_process(dom0, tmp_path, helper_socket, launcher):
     dom0.add_vif(1, 0)
     script = tmp_path / "vif-bridge"
-    os.symlink(LAUNCHER, script)
+    os.symlink(launcher, script)
     env = dict(dom0.hotplug_env(1, 0), **dom0.xenrules_env())
     env.update(XENRULES_PYTHONPATH=REPO, XENRULES_HELPER_SOCKET=helper_socket)
     proc = dom0.run([str(script), "online", "type_if=vif"], env)
@@ -71,3 +73,96 @@ def test_netlink_reads_by_ioctl_give_what_pyroute2_gives(dom0):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(sorted([("g1.0", True), ("lo", True), ("vif1.0", True),
                                               ("xenbr0", True)]))
+
+
+# -- the compiled launcher (issue 10) ------------------------------------------------
+
+def test_the_compiled_launcher_builds_without_a_warning_at_wall_wextra():
+    path, output = build_c(force=True)
+    assert "-Wall -Wextra -Werror" in output and "-D_FORTIFY_SOURCE=2" in output
+    assert "-fstack-protector-strong" in output and "-z,now" in output
+    assert "warning" not in output.lower(), output
+    assert os.access(path, os.X_OK)
+
+
+def test_the_compiled_launcher_carries_the_mark_fallback_py_looks_for():
+    """fallback.py never execs a file with b"xenrules-launcher" in its first 4096
+    bytes as "the original": an ELF note puts it there."""
+    from xenrules.fallback import LAUNCHER_MARK, _is_launcher
+    with open(build_c()[0], "rb") as f:
+        assert LAUNCHER_MARK in f.read(4096)
+    assert _is_launcher(C_LAUNCHER)
+
+
+ECHO = "#!/bin/sh\necho \"original $0 $*\"\nexit 3\n"
+
+
+def _event_dir(tmp_path):
+    for sub in ("rules", "originals", "state", "bin"):
+        (tmp_path / sub).mkdir()
+    original = tmp_path / "originals" / "xr-val"
+    original.write_text(ECHO)
+    original.chmod(0o755)
+    os.symlink(build_c()[0], tmp_path / "bin" / "xr-val")
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XENRULES_PYTHONPATH": REPO,
+            "XENRULES_RULES_PATH": str(tmp_path / "rules"),
+            "XENRULES_STATE_DIR": str(tmp_path / "state"),
+            "XENRULES_ORIGINALS_DIR": str(tmp_path / "originals"),
+            "XENRULES_LOG_FILE": str(tmp_path / "hotplug.log")}
+
+
+def _valgrind(argv, env):
+    return subprocess.run(["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
+                           "--errors-for-leak-kinds=definite,indirect", "--track-fds=no"] + argv,
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_compiled_launcher_is_clean_under_valgrind_when_it_falls_back(tmp_path):
+    env = _event_dir(tmp_path)
+    env["XENRULES_HELPER_SOCKET"] = str(tmp_path / "absent.sock")
+    script = str(tmp_path / "bin" / "xr-val")
+    proc = _valgrind([script, "online", "\xff"], env)
+    # no rule for xr-val: the in-process path execs the original, argv intact
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == f"original {tmp_path}/originals/xr-val online \xff\n"
+
+
+def test_the_compiled_launcher_is_clean_under_valgrind_when_the_helper_serves(tmp_path):
+    """A minimal root helper: "ready", takes the token, checks the request, says exit 7."""
+    import marshal
+    import socket
+    import threading
+    env = _event_dir(tmp_path)
+    path = str(tmp_path / "h.sock")
+    env["XENRULES_HELPER_SOCKET"] = path
+    env["XR_BYTES"] = "caf\u00e9"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(1)
+    seen = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.send(marshal.dumps(("ready",)))
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 8)
+            seen["request"] = marshal.loads(data)
+            seen["fds"] = len(fds)
+            seen["token"] = os.read(fds[5], 1)
+            for fd in fds:
+                os.close(fd)
+            conn.send(marshal.dumps(("exit", 7 << 8)))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        script = str(tmp_path / "bin" / "xr-val")
+        proc = _valgrind([script, "online", "x y"], env)
+    finally:
+        thread.join(timeout=60)
+        listener.close()
+    assert proc.returncode == 7, proc.stderr
+    version, argv, got_env, umask = seen["request"]
+    assert (version, argv, seen["fds"], seen["token"]) == (2, [script, "online", "x y"], 6, b"!")
+    assert got_env["XR_BYTES"] == "caf\u00e9" and umask == os.umask(os.umask(0o22))

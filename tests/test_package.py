@@ -75,14 +75,15 @@ def read(path):
 # -- the .deb ---------------------------------------------------------------------
 
 
-def test_build_makes_an_architecture_all_deb_with_the_required_dependencies(machine):
-    assert os.path.basename(machine.deb) == f"xenrules_{machine.version}_all.deb"
+def test_build_makes_an_arch_deb_with_the_required_dependencies(machine):
+    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
+    assert os.path.basename(machine.deb) == f"xenrules_{machine.version}_{arch}.deb"
     fields = run(["dpkg-deb", "-f", machine.deb, "Architecture", "Depends", "Recommends", "Suggests"]).stdout
-    assert "Architecture: all" in fields
+    assert f"Architecture: {arch}" in fields
     depends = fields.split("Depends:", 1)[1].splitlines()[0]
     names = {d.split()[0].split(":")[0] for d in depends.split(",") if d.strip()}
     assert set(REQUIRED_DEPENDS) <= names, depends
-    assert names - set(REQUIRED_DEPENDS) <= {"python3"}, f"more than Debian's own: {depends}"
+    assert names - set(REQUIRED_DEPENDS) <= {"python3", "libc6"}, f"more than Debian's own: {depends}"
     assert "iptables" in fields.split("Recommends:", 1)[1].splitlines()[0]
     assert "openvswitch-switch" in fields.split("Suggests:", 1)[1]
 
@@ -93,6 +94,12 @@ def test_deb_ships_launcher_rules_list_and_man_pages_but_nothing_in_etc_xen_scri
                  "/usr/share/man/man8/xenrules.8.gz", "/usr/share/man/man5/xenrules.rules.5.gz",
                  "/usr/share/doc/xenrules/README.Debian", "/usr/bin/xenrules"):
         assert f".{path}" in listing, path
+    # the launcher is the compiled one (issue 10); its fallback, the Python in-process path
+    assert "./usr/libexec/xenrules/xenrules-inprocess" in listing
+    work = os.path.join(machine.tmp, "unpacked")
+    run(["dpkg-deb", "-x", machine.deb, work])
+    with open(work + LAUNCHER, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
     # the launchers are made by postinst after the diversions, never unpacked over an original
     assert "./etc/xen/scripts" not in listing
     # the optional warm helper's units, exactly when the source has them

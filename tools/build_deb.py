@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Build xenrules_<version>_all.deb from this checkout, outside it.
+"""Build xenrules_<version>_<dpkg arch>.deb from this checkout, outside it.
 
 The source is copied (without .git, caches and build output) to
 build/deb/xenrules-<version>/ and built there with dpkg-buildpackage, so the
@@ -85,7 +85,9 @@ def build(version=None, out=DEFAULT_OUT, source=REPO_ROOT):
         with open(log) as f:
             tail = f.read()[-4000:]
         raise BuildError(f"dpkg-buildpackage failed (exit {done.returncode}), log {log}:\n{tail}")
-    deb = os.path.join(out, f"xenrules_{version}_all.deb")
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    deb = os.path.join(out, f"xenrules_{version}_{arch}.deb")
     if not os.path.isfile(deb):
         raise BuildError(f"dpkg-buildpackage did not make {deb}")
     shutil.rmtree(tree, ignore_errors=True)

@@ -7,7 +7,7 @@ installed systemd's version (autopkgtest would otherwise pull the newest
 udev and systemd with it), and everything is purged again afterwards as
 tools/pkgtest.py does for the pytest run.
 
-    /usr/bin/python3 tools/run_autopkgtest.py build/deb/xenrules_<v>_all.deb
+    /usr/bin/python3 tools/run_autopkgtest.py build/deb/xenrules_<v>_<arch>.deb
 """
 import os
 import subprocess

@@ -6,7 +6,7 @@ The chroot is made once with debootstrap (minbase) and kept as
 build/piuparts/<suite>.tgz. The mirror is the Debian one this machine's
 apt already uses (read from /etc/apt/sources.list*), never a name written here.
 
-    /usr/bin/python3 tools/run_piuparts.py build/deb/xenrules_<v>_all.deb
+    /usr/bin/python3 tools/run_piuparts.py build/deb/xenrules_<v>_<arch>.deb
 """
 import glob
 import os
