@@ -127,3 +127,55 @@ def test_attribute_parser_reads_padded_attributes():
 def test_bad_mac_is_refused():
     with pytest.raises(ValueError):
         rtnl._mac("fe:ff")
+
+
+def addresses(ns, dev):
+    return {(a["local"], a["prefixlen"]) for i in json.loads(ns.ip("-j", "address", "show", "dev", dev))
+            for a in i["addr_info"]}
+
+
+def test_addr_add_and_del_are_what_ip_address_shows(ns):
+    raw(ns, "r.addr('add', index=idx('xrv1'), family=2, address='10.9.8.7', prefixlen=32,"
+            " broadcast='10.9.8.255')\n"
+            "r.addr('add', index=idx('xrv1'), family=10, address='2001:db8:9::1', prefixlen=128)")
+    shown = json.loads(ns.ip("-j", "address", "show", "dev", "xrv1"))[0]["addr_info"]
+    v4 = [a for a in shown if a["family"] == "inet"]
+    assert [(a["local"], a["prefixlen"], a.get("broadcast")) for a in v4] == [("10.9.8.7", 32, "10.9.8.255")]
+    assert ("2001:db8:9::1", 128) in addresses(ns, "xrv1")
+    # add again: EEXIST, as `ip address add` says "File exists"
+    out = raw(ns, "try:\n    r.addr('add', index=idx('xrv1'), family=2, address='10.9.8.7', prefixlen=32)\n"
+                  "except NetlinkError as e:\n    print(e.code)")
+    assert out == ["17"]
+    raw(ns, "r.addr('del', index=idx('xrv1'), family=2, address='10.9.8.7', prefixlen=32)")
+    assert ("10.9.8.7", 32) not in addresses(ns, "xrv1")
+
+
+def routes(ns, *family):
+    return json.loads(ns.ip("-j", *family, "route", "show", "table", "main"))
+
+
+def test_route_add_list_and_del_match_ip_route(ns):
+    ns.ip("link", "set", "xrv0", "up")
+    ns.ip("link", "set", "xrv1", "up")
+    raw(ns, "r.route('add', oif=idx('xrv0'), family=2, dst='198.51.100.9', dst_len=32, table=254,"
+            " prefsrc='192.0.2.7', priority=2, proto=3, scope=253, type=1)")
+    [route] = [r for r in routes(ns) if r["dst"] == "198.51.100.9"]
+    # ip -j leaves out protocol boot, `ip route add`'s own
+    assert (route["dev"], route["prefsrc"], route["metric"], route.get("protocol", "boot"),
+            route["scope"]) == ("xrv0", "192.0.2.7", 2, "boot", "link")
+    out = raw(ns, "print(json.dumps([(m['dst_len'], m.get_attr('RTA_DST'), m.get_attr('RTA_OIF'),"
+                  " m.get_attr('RTA_PREFSRC'), m.get_attr('RTA_PRIORITY'))"
+                  " for m in r.get_routes(family=2, table=254) if m.get_attr('RTA_DST')]))")
+    ifindex = link(ns, "xrv0")["ifindex"]
+    assert [32, "198.51.100.9", ifindex, "192.0.2.7", 2] in json.loads(out[0])
+    # del as route.remove asks: any scope and protocol, dst/dev/src/metric must match
+    raw(ns, "r.route('del', oif=idx('xrv0'), family=2, dst='198.51.100.9', dst_len=32, table=254,"
+            " prefsrc='192.0.2.7', priority=2, proto=0, scope=255, type=1)")
+    assert not [r for r in routes(ns) if r["dst"] == "198.51.100.9"]
+
+
+def test_ipv6_route_of_the_local_table_is_not_listed_as_main(ns):
+    ns.ip("link", "set", "xrv0", "up")
+    out = raw(ns, "print(json.dumps(sorted({m['table'] for m in r.get_routes(family=10, table=254)})))")
+    # the kernel's local-table routes (ff00::/8, the address itself) are left out
+    assert json.loads(out[0]) == [254]

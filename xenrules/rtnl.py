@@ -18,8 +18,10 @@ import _socket as socket   # socket.py costs 3 ms of enum building
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 16, 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFA_NAMES = {1: "IFA_ADDRESS", 2: "IFA_LOCAL", 3: "IFA_LABEL", 4: "IFA_BROADCAST"}
@@ -27,7 +29,12 @@ IFA_NAMES = {1: "IFA_ADDRESS", 2: "IFA_LOCAL", 3: "IFA_LABEL", 4: "IFA_BROADCAST
 _HDR = struct.Struct("=IHHII")          # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg
 _IFADDR = struct.Struct("=BBBBi")       # ifaddrmsg
+_RTMSG = struct.Struct("=BBBBBBBBI")   # rtmsg
 _RTA = struct.Struct("=HH")
+# route attributes the route steps read or write: name, number, int or address
+RTA_NAMES = {1: ("RTA_DST", "addr"), 4: ("RTA_OIF", "u32"), 6: ("RTA_PRIORITY", "u32"),
+             7: ("RTA_PREFSRC", "addr"), 15: ("RTA_TABLE", "u32")}
+RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 6, 7, 15
 
 
 class NetlinkError(OSError):
@@ -199,3 +206,79 @@ class RawRoute:
                     raise
             gone.append(msg)
         return tuple(gone)
+
+    def addr(self, command, index=None, family=None, address=None, prefixlen=None, **more):
+        """`ip address add|del ADDRESS/PREFIXLEN [broadcast B] dev INDEX`."""
+        broadcast = more.pop("broadcast", None)
+        if command not in ("add", "del") or more or not isinstance(index, int) \
+                or family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(prefixlen, int):
+            args = dict(more, index=index, family=family, address=address, prefixlen=prefixlen)
+            if broadcast is not None:
+                args["broadcast"] = broadcast
+            return self._ipr().addr(command, **args)
+        packed = socket.inet_pton(family, address)
+        body = _IFADDR.pack(family, prefixlen, 0, 0, index)
+        if family == socket.AF_INET:    # as `ip`: local and peer address both
+            body += _attr(2, packed) + _attr(1, packed)
+        else:
+            body += _attr(1, packed)
+        if broadcast is not None:
+            body += _attr(4, socket.inet_pton(family, broadcast))
+        flags = NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if command == "add" else 0)
+        self._request(RTM_NEWADDR if command == "add" else RTM_DELADDR, flags, body)
+        return ()
+
+    # -- routes ------------------------------------------------------------
+
+    def get_routes(self, family=None, table=None, **more):
+        if more or family not in (socket.AF_INET, socket.AF_INET6):
+            return self._ipr().get_routes(family=family, table=table, **more)
+        found = []
+        for _mtype, payload in self._request(RTM_GETROUTE, NLM_F_DUMP,
+                                             _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+            f, dst_len, src_len, tos, rtable, proto, scope, rtype, flags = _RTMSG.unpack_from(payload)
+            attrs = {}
+            for kind, data in _attrs(payload[_RTMSG.size:]):
+                name, form = RTA_NAMES.get(kind, (None, None))
+                if form == "u32" and len(data) >= 4:
+                    attrs[name] = struct.unpack_from("=I", data)[0]
+                elif form == "addr":
+                    attrs[name] = socket.inet_ntop(f, data)
+            if f != family or (table is not None and attrs.get("RTA_TABLE", rtable) != table):
+                continue
+            found.append(RouteMsg(dict(family=f, dst_len=dst_len, src_len=src_len, tos=tos,
+                                       table=rtable, proto=proto, scope=scope, type=rtype,
+                                       flags=flags), attrs))
+        return tuple(found)
+
+    def route(self, command, oif=None, family=None, dst=None, dst_len=None, table=None,
+              prefsrc=None, priority=None, proto=0, scope=0, type=1, **more):
+        """`ip route add|del DST/LEN dev OIF [src PREFSRC] [metric PRIORITY]`."""
+        if command not in ("add", "del") or more or not isinstance(oif, int) \
+                or family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(dst_len, int):
+            args = dict(more, oif=oif, family=family, dst=dst, dst_len=dst_len, table=table,
+                        prefsrc=prefsrc, priority=priority, proto=proto, scope=scope, type=type)
+            return self._ipr().route(command, **{k: v for k, v in args.items() if v is not None})
+        tab = 254 if table is None else table
+        body = _RTMSG.pack(family, dst_len, 0, 0, tab if tab < 256 else 252, proto, scope, type, 0)
+        body += _attr(RTA_TABLE, struct.pack("=I", tab))
+        body += _attr(RTA_DST, socket.inet_pton(family, dst))
+        body += _attr(RTA_OIF, struct.pack("=I", oif))
+        if prefsrc is not None:
+            body += _attr(RTA_PREFSRC, socket.inet_pton(family, prefsrc))
+        if priority is not None:
+            body += _attr(RTA_PRIORITY, struct.pack("=I", priority))
+        flags = NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if command == "add" else 0)
+        self._request(RTM_NEWROUTE if command == "add" else RTM_DELROUTE, flags, body)
+        return ()
+
+
+class RouteMsg(dict):
+    """One route, as pyroute2's rtmsg reads: ["dst_len"], get_attr("RTA_OIF")."""
+
+    def __init__(self, fields, attrs):
+        super().__init__(fields)
+        self.attrs = attrs
+
+    def get_attr(self, name, default=None):
+        return self.attrs.get(name, default)

@@ -20,11 +20,12 @@ RT_SCOPE_UNIVERSE = 0
 
 def _addresses(context, dev, family):
     """Netlink address messages of a device, in the kernel's (and `ip addr`'s) order."""
-    ipr = context.runtime.netlink()
-    found = ipr.link_lookup(ifname=dev)
-    if not found:
+    import _socket   # SIOCGIFINDEX: no link dump, no netlink library for the lookup
+    try:
+        index = _socket.if_nametoindex(dev)
+    except (OSError, ValueError):   # no such device, or a name no device can have
         return []
-    return ipr.get_addr(family=family, index=found[0])
+    return context.runtime.netlink().get_addr(family=family, index=index)
 
 
 def _flags(msg):
