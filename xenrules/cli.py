@@ -163,7 +163,10 @@ def cmd_helper(args, env):
 
 def cmd_check(args, env):
     from .compiler import compile_files
+    from .config import CONF_FILE, check_conf
     config = Config(env)
+    for warning in check_conf(env.get("XENRULES_CONF") or CONF_FILE):
+        print(f"warning: {warning}", file=sys.stderr)   # the settings file: warnings, not problems
     if args.files:
         files = [ruleset.RuleFile(os.path.basename(f), f, []) for f in args.files]
     else:

@@ -69,6 +69,70 @@ def read_conf(path):
     return settings
 
 
+# The keys of the settings file, the single source of truth: the shipped
+# etc/xen/xenrules.conf, the man page's SETTINGS and `xenrules check` come from here.
+# name: (default, kind, meaning); kind is "path", "words", "count" or a tuple of choices.
+SETTINGS = {
+    "capture": ("", "path", "write one capture file per event into this directory "
+                "(empty: capture off; XENRULES_CAPTURE overrides)"),
+    "capture_scripts": ("", "words", "capture only these scripts, comma- or space-separated "
+                        "(empty: every script)"),
+    "capture_domains": ("", "words", "capture only these domain ids or names (empty: every domain)"),
+    "capture_keep": ("100", "count", "keep at most this many capture files, the oldest removed first"),
+    "capture_max_kb": ("1024", "count", "the largest capture file, in KiB"),
+    "antispoof": ("off", ("on", "off"), "nftables anti-spoofing per vif (a guest's backend key "
+                  "antispoof and XENRULES_ANTISPOOF win over it)"),
+}
+
+
+def _setting_problem(kind, value):
+    """Why VALUE is no good for a key of KIND, or None."""
+    if kind == "path":
+        return None if value == "" or value.startswith("/") else "is not an absolute path"
+    if kind == "count":
+        return None if value.isdigit() and int(value) >= 1 else "is not a whole number of at least 1"
+    if isinstance(kind, tuple):
+        return None if value in kind else f"is none of {', '.join(kind)}"
+    return None
+
+
+def check_conf(path):
+    """Warnings "PATH:LINE: ..." for unknown keys and bad values of the settings file.
+    Only warnings: the event ignores an unknown key and uses the default for a bad value."""
+    warnings = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return warnings
+    for number, line in enumerate(lines, 1):
+        key, eq, value = line.split("#", 1)[0].strip().partition("=")
+        key, value = key.strip(), value.strip().strip('"').strip("'")
+        if not eq or not key:
+            continue
+        if key not in SETTINGS:
+            warnings.append(f"{path}:{number}: unknown setting {key!r} "
+                            f"(known: {', '.join(SETTINGS)})")
+            continue
+        default, kind, _ = SETTINGS[key]
+        problem = _setting_problem(kind, value)
+        if problem:
+            warnings.append(f"{path}:{number}: {key} = {value!r} {problem}; "
+                            f"using the default {default!r}")
+    return warnings
+
+
+def conf_file_text():
+    """The shipped etc/xen/xenrules.conf: every key, commented out, at its default."""
+    out = ["# xenrules settings: key = value, '#' starts a comment; read once per process",
+           "# (restart xenrules-helper after an edit). `xenrules check` warns about unknown",
+           "# keys and bad values. XENRULES_CONF names another file. See xenrules(8), SETTINGS.",
+           "# Generated from xenrules/config.py (SETTINGS); tests/test_settings.py checks it."]
+    for key, (default, kind, meaning) in SETTINGS.items():
+        out += ["", f"# {meaning}", f"#{key} = {default}".rstrip()]
+    return "\n".join(out) + "\n"
+
+
 def load_conf(env):
     """Read the settings file once per process (the helper calls this at warm-up)."""
     path = env.get("XENRULES_CONF") or CONF_FILE
@@ -94,7 +158,10 @@ def capture_setting(env):
     conf = _conf_cache.get(path)
     if conf is None:
         conf = read_conf(path)
-    directory = env.get("XENRULES_CAPTURE", conf.get("capture", ""))
+    directory = conf.get("capture", "")
+    if not directory.startswith("/"):
+        directory = ""   # a bad value is the default, off (`xenrules check` warns)
+    directory = env.get("XENRULES_CAPTURE", directory)
     if not directory:
         return None
 
@@ -104,8 +171,9 @@ def capture_setting(env):
 
     def number(key, default):
         try:
-            return max(1, int(env.get("XENRULES_" + key.upper(), conf.get(key, default))))
+            value = int(env.get("XENRULES_" + key.upper(), conf.get(key, default)))
         except ValueError:
             return default
+        return value if value >= 1 else default   # as `xenrules check` says
     return {"dir": directory, "scripts": words("capture_scripts"), "domains": words("capture_domains"),
             "keep": number("capture_keep", 100), "max_bytes": number("capture_max_kb", 1024) * 1024}

@@ -3,7 +3,7 @@
 The prose lives in man/xenrules.8.in and man/xenrules.rules.5.in; a line
 `.\\" @NAME@` there is replaced by a section generated here, so the reference
 parts always list what the code has: every subcommand and its options
-(xenrules(8)), every step type with its arguments, every variable source
+and every key of the settings file (xenrules(8)), every step type with its arguments, every variable source
 and every built-in variable (xenrules.rules(5)).
 
     python3 -m xenrules.manpage rules man/xenrules.rules.5.in > xenrules.rules.5
@@ -167,9 +167,20 @@ def global_options_section():
     return out
 
 
+def settings_section():
+    """Every key of the settings file (config.SETTINGS) with its default."""
+    from .config import SETTINGS
+    out = []
+    for key, (default, kind, meaning) in SETTINGS.items():
+        label = f"{key} = {default}" if default else f"{key} ="
+        out += [".TP", f".B {esc(label)}", esc(meaning)]
+    return out
+
+
 SECTIONS = {
     "rules": {"STEPS": steps_section, "SOURCES": sources_section, "BUILTINS": builtins_section},
-    "command": {"COMMANDS": commands_section, "OPTIONS": global_options_section},
+    "command": {"COMMANDS": commands_section, "OPTIONS": global_options_section,
+                "SETTINGS": settings_section},
 }
 
 
