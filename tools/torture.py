@@ -195,8 +195,6 @@ class Torture:
             codes[d] = os.waitstatus_to_exitcode(status)
         for t in timers:
             t.cancel()
-        if os.environ.get("TORTURE_DEBUG"):
-            print({d: codes[d] for d in kill}, flush=True)
         self.sids |= set(pids)
         return codes
 
