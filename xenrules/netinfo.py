@@ -51,6 +51,13 @@ def is_up(name):
 
 
 def valid_ifname(name):
-    """The kernel's rule for an interface name (dev_valid_name)."""
-    return (0 < len(name) < 16 and name not in (".", "..")
-            and not any(c in name for c in "/: \t\n\r\v\f"))
+    """The kernel's rule for an interface name (dev_valid_name).
+
+    IFNAMSIZ counts bytes, not characters, and a NUL would truncate the name
+    the kernel sees, so both are checked on the UTF-8 bytes."""
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from non-UTF-8 input
+        return False
+    return (0 < len(raw) < 16 and name not in (".", "..")
+            and not any(c in name for c in "/: \t\n\r\v\f\0"))
