@@ -114,8 +114,8 @@ def why():
 
 
 def parse(text, where):
-    """The deadline from hostile text: a number of seconds in [LOWEST, HIGHEST]."""
-    text = text.strip()
+    """The deadline from hostile text: a number of seconds in [LOWEST, HIGHEST]
+    (no blanks or newlines around it: the settings file strips its own)."""
     try:
         if not (text.isascii() and text.replace(".", "", 1).isdigit()):
             raise ValueError
