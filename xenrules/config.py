@@ -16,6 +16,8 @@ rules can be tried from a checkout before they are installed:
   XENRULES_CAPTURE        write one capture file per event into this directory
                           (see docs/TROUBLESHOOTING.md); overrides the conf file
   XENRULES_CONF           the settings file (/etc/xen/xenrules.conf, key=value)
+  XENRULES_DEADLINE       seconds every event ends within, reverted if need be
+                          (1..39; overrides the conf file's `deadline`, 30)
 Read by bin/xenrules-launcher itself, before anything is imported:
   XENRULES_HELPER_SOCKET  the warm helper's socket (/run/xenrules/helper.sock;
                           empty: always run in-process)
@@ -71,7 +73,8 @@ def read_conf(path):
 
 # The keys of the settings file, the single source of truth: the shipped
 # etc/xen/xenrules.conf, the man page's SETTINGS and `xenrules check` come from here.
-# name: (default, kind, meaning); kind is "path", "words", "count" or a tuple of choices.
+# name: (default, kind, meaning); kind is "path", "words", "count", "seconds" (deadline.py's
+# range) or a tuple of choices.
 SETTINGS = {
     "capture": ("", "path", "write one capture file per event into this directory "
                 "(empty: capture off; XENRULES_CAPTURE overrides)"),
@@ -80,6 +83,9 @@ SETTINGS = {
     "capture_domains": ("", "words", "capture only these domain ids or names (empty: every domain)"),
     "capture_keep": ("100", "count", "keep at most this many capture files, the oldest removed first"),
     "capture_max_kb": ("1024", "count", "the largest capture file, in KiB"),
+    "deadline": ("30", "seconds", "seconds every event ends within, done or reverted with "
+                 "hotplug-error, whatever hangs (XenStore, a lock, a hook, a command); "
+                 "1 to 39, below libxl's 40 s (XENRULES_DEADLINE overrides)"),
     "antispoof": ("off", ("on", "off"), "nftables anti-spoofing per vif (a guest's backend key "
                   "antispoof and XENRULES_ANTISPOOF win over it)"),
 }
@@ -91,6 +97,14 @@ def _setting_problem(kind, value):
         return None if value == "" or value.startswith("/") else "is not an absolute path"
     if kind == "count":
         return None if value.isdigit() and int(value) >= 1 else "is not a whole number of at least 1"
+    if kind == "seconds":
+        from .deadline import HIGHEST, LOWEST, parse
+        from .errors import XenrulesError
+        try:
+            parse(value, "")
+        except XenrulesError:
+            return f"is not a number of seconds from {LOWEST} to {HIGHEST}"
+        return None
     if isinstance(kind, tuple):
         return None if value in kind else f"is none of {', '.join(kind)}"
     return None

@@ -7,7 +7,7 @@ winner: the original script runs (see fallback.py).
 """
 import time
 
-from . import conditions
+from . import conditions, deadline
 from .errors import BusyError, XenrulesError
 from .steps import step_class
 from .steps.base import Step
@@ -78,7 +78,7 @@ def execute(rule, context, runtime, dry_run=False):
         out.failed, out.code = (spec, message, "error"), 1
         log("err", f"{where(rule, spec)}: rule {rule['name']}: {message}")
         if not dry_run:
-            report_failure(runtime, message, "error")
+            report_within_budget(runtime, message, "error")
         return out
     journal = None if dry_run else runtime.journal
     if journal is not None:
@@ -95,7 +95,7 @@ def execute(rule, context, runtime, dry_run=False):
             out.trace.append((spec, "failed", str(e), 0.0))
             out.failed, out.code = (spec, str(e), "error"), 1
             log("err", f"{where(rule, spec)}: rule {rule['name']}: {e}")
-            report_failure(runtime, str(e), "error")
+            report_within_budget(runtime, str(e), "error")
             return out
     applied = []     # (n, spec, step) journaled or revertable, in order
     for n, spec in enumerate(steps):
@@ -103,6 +103,8 @@ def execute(rule, context, runtime, dry_run=False):
         started = time.monotonic()
         journaled = None
         try:
+            # a step that would begin after the budget's steps phase never begins
+            deadline.check(f"{spec['type']} ({where(rule, spec)})")
             if spec["when"]:
                 ok, why = conditions.check(spec["when"], context.get)
                 if not ok:
@@ -127,10 +129,14 @@ def execute(rule, context, runtime, dry_run=False):
                 import traceback   # only a bug pays for it; at err, so it never vanishes
                 log("err", f"{where(rule, spec)}: {spec['type']} raised:\n{traceback.format_exc()}")
             elapsed = time.monotonic() - started
+            budget = deadline.current()
+            out_of_time = budget is not None and budget.expired()
+            if out_of_time and not dry_run:
+                budget.reverting()   # what is left, and the reserve, is the revert's
             # a failing step may have done part of its work: undone now, from its record
             if journaled and journaled[2].undo_failed(runtime) and runtime.journal is not None:
                 runtime.journal.undone(n)
-            if spec["on_error"] == "ignore":
+            if spec["on_error"] == "ignore" and not out_of_time:   # no time left to go on with
                 out.trace.append((spec, "failed, ignored", message, elapsed))
                 log("debug", f"{where(rule, spec)}: {spec['type']} failed (ignored): {message}")
                 continue
@@ -140,8 +146,10 @@ def execute(rule, context, runtime, dry_run=False):
             out.code = 1
             log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: {message}")
             if not dry_run:
+                if budget is not None:
+                    budget.reverting()
                 _revert(rule, applied, runtime)
-                report_failure(runtime, message, "busy" if busy else "error")
+                report_within_budget(runtime, message, "busy" if busy else "error")
             return out
         elapsed = time.monotonic() - started
         out.trace.append((spec, "would run" if dry_run else "done", detail, elapsed))
@@ -159,6 +167,13 @@ def _revert(rule, applied, runtime):
     steps = [(n, spec["type"], step.args, step.record, where(rule, spec))
              for n, spec, step in reversed(applied)]
     undo_steps(runtime, runtime.journal, steps, live={n: step for n, _, step in applied})
+
+
+def report_within_budget(runtime, message, status):
+    budget = deadline.current()
+    if budget is not None:
+        budget.reporting()   # the last share of the budget: tell libxl why
+    report_failure(runtime, message, status)
 
 
 def report_failure(runtime, message, status):

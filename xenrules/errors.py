@@ -39,3 +39,8 @@ class LockError(XenrulesError):
 
 class JournalError(XenrulesError):
     """The journal (crash-safe revert) cannot be read, written or trusted."""
+
+
+class DeadlineError(StepError):
+    """The event's deadline (deadline.py) ran out while it waited for something;
+    the message names what."""

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import engine, ruleset
+from . import deadline, engine, ruleset
 from .config import Config, capture_setting
 from .context import Context
 from .errors import RuleError, XenrulesError
@@ -21,6 +21,19 @@ from .runtime import Runtime
 
 
 def handle(argv0, words, env, echo=None):
+    """Run one event within its deadline (deadline.py): one budget for every wait."""
+    try:
+        seconds, refused = deadline.from_env(env), None
+    except XenrulesError as e:
+        seconds, refused = deadline.DEFAULT, e   # refused below, with hotplug-error
+    deadline.start(seconds)
+    try:
+        return _handle(argv0, words, env, echo, refused)
+    finally:
+        deadline.stop()
+
+
+def _handle(argv0, words, env, echo, refused):
     started = time.monotonic()
     config = Config(env)
     event = Event(argv0, words, env)
@@ -30,6 +43,8 @@ def handle(argv0, words, env, echo=None):
     if capture:   # the only work capture costs when it is off: that lookup
         capture = _recorder(capture, event, config, log)
     try:
+        if refused is not None:
+            raise refused
         journal = Journal.for_event(config, event)
         if journal is not None and journal.exists():
             # a killed event's journal for this device: undone before anything else
@@ -40,7 +55,7 @@ def handle(argv0, words, env, echo=None):
         log("err", f"{event.describe()}: {e}")
         runtime = Runtime(config, event, log)
         try:
-            engine.report_failure(runtime, str(e), "error")
+            engine.report_within_budget(runtime, str(e), "error")
         finally:
             runtime.close()
         if capture:
@@ -127,6 +142,9 @@ def report_failure(config, event, log, message):
     backend = event.builtins["backend"][0]
     if not backend or event.command not in ("online", "add"):
         return
+    budget = deadline.current()
+    if budget is not None:
+        budget.reporting()
     try:
         from .xenstore import XenStore
         with XenStore(timeout=5.0) as store:

@@ -37,6 +37,7 @@ import stat
 import time
 from zlib import crc32
 
+from . import deadline as _deadline
 from .errors import JournalError
 
 DEFAULT_DIR = "/run/xenrules/journal"
@@ -209,9 +210,15 @@ class Journal:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise JournalError(f"another event for {self.key} holds its journal "
-                                       f"{self.path} (waited {wait:g} s)") from None
+                budget = _deadline.current()   # the event's budget may end first
+                if time.monotonic() >= deadline or (budget is not None and budget.expired()):
+                    from .locking import holder_of
+                    holder = holder_of(fd)
+                    raise JournalError(
+                        f"another event for {self.key} holds its journal {self.path}"
+                        + (f" (pid {holder})" if holder else "")
+                        + (f"; {budget.why()}" if budget is not None and budget.expired()
+                           else f" (waited {wait:g} s)")) from None
                 time.sleep(0.01)
 
     def size(self):

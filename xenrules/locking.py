@@ -3,10 +3,15 @@
 lock NAME: open /var/run/xen-hotplug/NAME (O_CREAT), flock -x it, then check
 that the open file is still the one linked at the path (a releasing holder
 unlinks it); if not, start again. release: unlink the path, then close.
+
+locking.sh waits for ever; here the wait ends with the event's budget
+(deadline.py), and the error names the pid holding the lock (/proc/locks).
 """
 import fcntl
 import os
+import time
 
+from . import deadline
 from .errors import LockError
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -29,7 +34,11 @@ class HotplugLock:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             while True:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    self._flock(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
                 held = os.fstat(fd)
                 try:
                     linked = os.stat(self.path)
@@ -41,6 +50,24 @@ class HotplugLock:
                 os.close(fd)  # the previous holder unlinked it: try the new file
         except OSError as e:
             raise LockError(f"cannot lock {self.path}: {e.strerror}") from e
+
+    def _flock(self, fd):
+        """flock -x, polled so that the wait ends with the event's budget."""
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            budget = deadline.current()
+            if budget is not None and budget.expired():
+                holder = holder_of(fd)
+                raise LockError(f"lock {self.path} held by "
+                                + (f"pid {holder}" if holder else "another process")
+                                + f"; {budget.why()}")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)   # quick when the holder is quick, cheap otherwise
 
     def release(self):
         if self.fd is None:
@@ -55,3 +82,21 @@ class HotplugLock:
     @property
     def held(self):
         return self.fd is not None
+
+
+def holder_of(fd):
+    """The pid holding a flock on fd's file, from /proc/locks, or None."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                words = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "->" marks waiters
+                if "->" in words or len(words) < 6 or words[1] != "FLOCK":
+                    continue
+                if words[5] == inode and words[4].isdigit() and int(words[4]) != os.getpid():
+                    return int(words[4])
+    except OSError:
+        pass
+    return None

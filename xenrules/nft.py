@@ -66,9 +66,10 @@ class Nft:
 
     def _run_nft(self, text, json_in=True):
         import subprocess       # only without python3-nftables
+        from . import deadline
         try:
-            done = subprocess.run(["nft"] + (["-j"] if json_in else []) + ["-f", "-"], input=text, capture_output=True,
-                                  text=True, timeout=self.timeout)
+            done = deadline.run(["nft"] + (["-j"] if json_in else []) + ["-f", "-"], "nft -f -",
+                                self.timeout, input=text)
         except subprocess.TimeoutExpired:
             raise NftError(f"nft did not finish within {self.timeout} s") from None
         except OSError as e:

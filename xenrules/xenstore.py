@@ -6,7 +6,8 @@ used on the event path: importing it (its Client, threading, enum, re,
 platform) cost 10-30 ms per event, more than the requests. Unlike pyxs's
 `Client`:
 - every request runs synchronously under a deadline: a hotplug script must
-  never hang on a read that nothing interrupts;
+  never hang on a read that nothing interrupts; the deadline is `timeout`,
+  or sooner when the event's budget (deadline.py) ends first;
 - values may be any bytes (xenstored stores them; `hotplug-error` messages
   may hold newlines or UTF-8), not only printable 7-bit ASCII.
 
@@ -19,6 +20,7 @@ import stat
 import struct
 import time
 
+from xenrules import deadline as _deadline
 from xenrules.errors import XenstoreError
 
 DEFAULT_RUNDIR = "/var/run/xenstored"
@@ -216,8 +218,9 @@ class XenStore:
                                 f"xenstored takes at most {PAYLOAD_MAX}")
         rq_id = next(_req_ids) & 0xFFFFFFFF
 
-        deadline = time.monotonic() + self.timeout
-        conn = self._connect(deadline)
+        # our own timeout, or less when the event's budget ends first (deadline.py)
+        deadline, cut = _deadline.wait_until(time.monotonic() + self.timeout)
+        conn = self._connect(deadline, cut)
         what += f" via {self.where}"
         conn.deadline = deadline
         try:
@@ -234,7 +237,8 @@ class XenStore:
             raise XenstoreError(f"{what}: {e}") from None
         except _Timeout:
             self.close()
-            raise XenstoreError(f"{what}: no reply within {self.timeout:g}s") from None
+            raise XenstoreError(f"{what}: no reply " + (
+                f"({_deadline.why()})" if cut else f"within {self.timeout:g}s")) from None
 
         if r_op == OP_ERROR:
             code = body.rstrip(b"\0").decode("ascii", "replace")
@@ -258,7 +262,7 @@ class XenStore:
                     return device, True
         return self.path, False
 
-    def _connect(self, deadline):
+    def _connect(self, deadline, cut=False):
         if self._conn is not None:
             return self._conn
         self.where, is_device = self._target()
@@ -268,8 +272,8 @@ class XenStore:
             else:
                 conn = _SocketTransport(self.where, deadline)
         except (TimeoutError, _Timeout):
-            raise XenstoreError(f"cannot connect to xenstored at {self.where}: "
-                                f"no answer within {self.timeout:g}s") from None
+            raise XenstoreError(f"cannot connect to xenstored at {self.where}: no answer " + (
+                f"({_deadline.why()})" if cut else f"within {self.timeout:g}s")) from None
         except OSError as e:
             raise XenstoreError(f"cannot connect to xenstored at {self.where}: "
                                 f"{e.strerror or e}") from None

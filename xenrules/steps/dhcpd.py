@@ -358,15 +358,16 @@ class Restart(Step):
 
     def apply(self, runtime):
         import subprocess
+        from .. import deadline
         argv = self.argv()
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=self.timeout(), check=False)
+            # its own timeout, or the event's budget if less (DeadlineError then)
+            proc = deadline.run(argv, " ".join(argv), self.timeout(), stderr=subprocess.STDOUT)
         except subprocess.TimeoutExpired as e:
             raise StepError(f"{' '.join(argv)} did not finish in {self.timeout()} s") from e
         except OSError as e:
             raise StepError(f"cannot run {argv[0]}: {e.strerror}") from e
-        output = proc.stdout.decode("utf-8", "replace").strip()
+        output = (proc.stdout or "").strip()
         if output:
             runtime.log("debug", f"{' '.join(argv)}: {output[-2000:]}")
         if proc.returncode != 0:

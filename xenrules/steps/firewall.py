@@ -25,7 +25,7 @@ like a rule iptables refuses. And the whole step has a time budget
 (`timeout`, default 10 s), so a held xtables lock cannot stall the event
 past libxl's 40 s.
 """
-from ..errors import StepError
+from ..errors import DeadlineError, StepError
 from .base import Step
 from .netlink import IFNAME, checked_name
 
@@ -79,24 +79,35 @@ class Budget:
         self.seconds = seconds
 
     def left(self):
-        return self.deadline - self.clock()
+        """The step's seconds left, or the event's (deadline.py) when fewer."""
+        from .. import deadline
+        return deadline.seconds(self.deadline - self.clock())[0]
+
+    def why(self):
+        from .. import deadline
+        budget = deadline.current()
+        if budget is not None and budget.left() < self.deadline - self.clock():
+            return budget.why()
+        return f"the step's {self.seconds} s are used up"
 
 
 def iptables(runtime, args, budget):
     """Run iptables -w SECONDS ARGS within the step's budget; (ok, message)."""
     import math
     import subprocess   # only firewall events pay for it
+    from .. import deadline
     left = budget.left()
     if left < 1:
-        return False, f"iptables {' '.join(args)}: not run, the step's {budget.seconds} s are used up"
+        return False, f"iptables {' '.join(args)}: not run, {budget.why()}"
     # -w N: iptables stops waiting for the xtables lock by itself; the
     # subprocess timeout catches anything else
     argv = ["iptables", "-w", str(max(1, math.floor(left) - 1))] + args
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=left)
+        done = deadline.run(argv, " ".join(argv), left)
     except subprocess.TimeoutExpired:
         return False, f"{' '.join(argv)}: did not finish within the step's {budget.seconds} s"
+    except DeadlineError:
+        return False, f"{' '.join(argv)}: still running, killed; {deadline.why()}"
     except OSError as e:
         return False, f"{' '.join(argv)}: {e}"
     if done.returncode != 0:

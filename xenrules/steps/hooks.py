@@ -25,7 +25,7 @@ fails the step. Nothing to revert: what a hook did is its own business.
 """
 import os
 
-from ..errors import StepError
+from ..errors import DeadlineError, StepError
 from ..template import is_name
 from .base import Step
 
@@ -140,15 +140,6 @@ def executable_hooks(directory):
     return [p for p in paths if os.access(p, os.X_OK) and not os.path.isdir(p)]
 
 
-def _kill_group(proc):
-    import signal
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 class Run(Step):
     type_name = "hooks.run"
     summary = ("source the executable *.hook snippets of a directory in bash, with the "
@@ -191,7 +182,11 @@ class Run(Step):
             return
         import subprocess   # only events with hooks pay for it
         import tempfile
-        timeout = int(self.args.get("timeout", DEFAULT_TIMEOUT))
+        from .. import deadline
+        own = int(self.args.get("timeout", DEFAULT_TIMEOUT))
+        # the step's own timeout, or what is left of the event's budget if less
+        timeout, cut = deadline.seconds(own)
+        deadline.check(f"hooks in {self.args['dir']}")
         # Output goes to files, not pipes: a hook may leave a daemon behind
         # holding them, and only bash's exit is waited for (as libxl does).
         with tempfile.NamedTemporaryFile(prefix="xenrules-hook-", mode="r") as errfile, \
@@ -206,8 +201,13 @@ class Run(Step):
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                raise StepError(f"hooks in {self.args['dir']} did not finish in {timeout} s") from None
+                deadline.kill_group(proc)
+                hook = running.read().strip() or f"a hook in {self.args['dir']}"
+                if cut:
+                    raise DeadlineError(f"hook {hook} still running after {timeout:.1f} s, "
+                                        f"killed; {deadline.why()}") from None
+                raise StepError(f"hooks in {self.args['dir']} did not finish in {own} s "
+                                f"({hook} killed)") from None
             message = errfile.read().strip()
             hook = running.read().strip()
             out.seek(0)

@@ -11,7 +11,7 @@ ovs-vsctl could read as a command separator (`--`) or an option is refused,
 so a name cannot change what the command does. External-id values are
 ovsdb string literals, so they stay data whatever they hold.
 """
-from ..errors import StepError
+from ..errors import DeadlineError, StepError
 from .base import Step
 from .netlink import IFNAME, checked_name
 
@@ -62,20 +62,34 @@ class VsctlTimeout(StepError):
     """ovs-vsctl did not finish in time: its transaction may have been committed."""
 
 
+class VsctlDeadline(VsctlTimeout, DeadlineError):
+    """... because the event's budget ended (deadline.py)."""
+
+
 def vsctl(runtime, args, timeout, db=""):
     """Run ovs-vsctl --timeout=T [--db=DB] ARGS...; StepError with its message on
     failure, VsctlTimeout when it ran out of time."""
+    import math
     import subprocess   # only OVS events pay for it
-    timeout = int(timeout)
-    argv = ["ovs-vsctl", f"--timeout={timeout}"] + ([f"--db={db}"] if db else []) + args
+    from .. import deadline
+    own = int(timeout)
+    # --timeout within the event's budget too: ovs-vsctl then ends itself (SIGALRM)
+    # and, should it not, the group is killed at the budget's end
+    left, cut = deadline.seconds(own + 2)
+    timeout = min(own, math.floor(left) - 1) if cut else own
+    argv = ["ovs-vsctl", f"--timeout={max(timeout, 1)}"] + ([f"--db={db}"] if db else []) + args
+    if timeout < 1:
+        raise DeadlineError(f"{' '.join(argv)}: not started, {deadline.why()}")
     runtime.log("debug", "running " + " ".join(argv))
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout + 2)
+        done = deadline.run(argv, " ".join(argv), own + 2)
     except FileNotFoundError:
         raise StepError("Unable to find ovs-vsctl tool") from None
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, DeadlineError):   # group killed, reaped
         done = None
+    if cut and (done is None or done.returncode == -SIGALRM):
+        raise VsctlDeadline(f"{' '.join(argv)} failed: no answer from ovsdb-server or "
+                            f"ovs-vswitchd in {timeout} s; {deadline.why()}")
     if done is None or done.returncode == -SIGALRM:
         raise VsctlTimeout(f"{' '.join(argv)} failed: no answer from ovsdb-server or "
                            f"ovs-vswitchd in {timeout} s")
@@ -131,6 +145,8 @@ class AddPort(Step):
             args += [f"external-ids:{k}={ovs_string(str(v))}" for k, v in ids.items()]
         try:
             vsctl(runtime, args, self.args.get("timeout", DEFAULT_TIMEOUT), self.args.get("db", ""))
+        except VsctlDeadline:
+            raise   # no time left here: the engine's undo takes the port out, from the reserve
         except VsctlTimeout:
             # The transaction may be in the database although ovs-vswitchd never
             # applied it: take the port out again without waiting for vswitchd.

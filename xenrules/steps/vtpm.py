@@ -152,9 +152,9 @@ def call_manager(runtime, args, op, instance, operation):
         runtime.log("debug", f"vtpm_{op} {instance}: no vtpm manager configured, nothing to call")
         return
     import subprocess   # only events that reach a manager pay for it
+    from .. import deadline
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=MANAGER_TIMEOUT)
+        proc = deadline.run(argv, f"{failed}: {argv[0]}", MANAGER_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise StepError(f"{failed}: {argv[0]}: {e}") from e
     if proc.returncode != 0:
@@ -189,7 +189,8 @@ def fifo_call(fifos, op, instance, failed, timeout=MANAGER_TIMEOUT):
     import stat
     import time
     tx, rx = os.path.join(fifos, TX_FIFO), os.path.join(fifos, RX_FIFO)
-    deadline = time.monotonic() + timeout
+    from .. import deadline as budget
+    deadline, cut = budget.wait_until(time.monotonic() + timeout)
     wfd = rfd = None
     try:
         for path in (tx, rx):
@@ -204,7 +205,8 @@ def fifo_call(fifos, op, instance, failed, timeout=MANAGER_TIMEOUT):
         while len(answer) < FIFO_ANSWER:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StepError(f"{failed}: no answer from vtpm_managerd in {timeout:.0f} s")
+                raise StepError(f"{failed}: no answer from vtpm_managerd " + (
+                    f"({budget.why()})" if cut else f"in {timeout:.0f} s"))
             if select.select([rfd], [], [], left)[0]:
                 chunk = os.read(rfd, FIFO_ANSWER - len(answer))
                 if chunk:
