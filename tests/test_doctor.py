@@ -139,3 +139,21 @@ def test_xenstore_unreachable_is_a_problem_not_a_traceback(doc):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert any("XenStore not reachable" in l for l in problems(proc)), proc.stdout
+
+
+def test_doctor_names_settings_typo_with_file_line_and_closest_key(tmp_path):
+    import io
+    from xenrules.doctor import Report, check_settings
+    bad = tmp_path / "w11-xenrules.conf"
+    bad.write_text("# comment\ncaptur = 1\n")
+    out = io.StringIO()
+    report = Report(out)
+    check_settings(report, {"XENRULES_CONF": str(bad)})
+    assert report.problems == 1
+    assert f"{bad}:2: unknown setting 'captur'" in out.getvalue()
+    assert "rename captur to capture" in out.getvalue()
+    good = tmp_path / "w11-good.conf"
+    good.write_text("capture = 1\n")
+    out, report = io.StringIO(), Report(io.StringIO())
+    check_settings(report, {"XENRULES_CONF": str(good)})
+    assert report.problems == 0

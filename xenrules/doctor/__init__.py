@@ -231,9 +231,28 @@ def check_log(report, config):
         report.ok(f"log {config.log_file} is writable")
 
 
+def check_settings(report, env):
+    """The settings file: reuse `xenrules check`'s file:line warnings, add the fix."""
+    import difflib
+    from xenrules import config as conf
+    path = env.get("XENRULES_CONF") or conf.CONF_FILE
+    warnings = conf.check_conf(path)
+    for w in warnings:
+        fix = f"edit {path} at that line (see xenrules(8), SETTINGS)"
+        if "unknown setting" in w:
+            key = w.split("unknown setting ", 1)[1].split(" ", 1)[0].strip("'\"")
+            close = difflib.get_close_matches(key, list(conf.SETTINGS), n=1)
+            if close:
+                fix = f"rename {key} to {close[0]} in {path}"
+        report.problem(w.split(" (known:", 1)[0], fix)
+    if not warnings:
+        report.ok(f"settings file {path} has no unknown keys or bad values")
+
+
 def run_doctor(env, out, domain=None, config_file=None, xl_conf=None):
     report = Report(out)
     config = Config(env)
+    check_settings(report, env)
     if os.path.isdir(config.scripts_dir):
         report.ok(f"script directory {config.scripts_dir} exists")
     else:
