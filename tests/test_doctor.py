@@ -153,7 +153,7 @@ def test_doctor_names_settings_typo_with_file_line_and_closest_key(tmp_path):
     assert f"{bad}:2: unknown setting 'captur'" in out.getvalue()
     assert "rename captur to capture" in out.getvalue()
     good = tmp_path / "w11-good.conf"
-    good.write_text("capture = 1\n")
+    good.write_text("capture = /var/tmp/w11-captures\ncapture_keep = 5\n")
     out, report = io.StringIO(), Report(io.StringIO())
     check_settings(report, {"XENRULES_CONF": str(good)})
     assert report.problems == 0
