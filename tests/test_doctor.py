@@ -32,6 +32,15 @@ class Doctor:
         self.domu.write_text("name = 'guest'\nvif = ['bridge=xenbr0,mac=00:16:3e:00:00:01']\n")
         self.rules = RULES
         self.log_file = tmp_path / "xen-hotplug.log"
+        self.hooks = tmp_path / "w11-vif-post.d"
+        self.conf = tmp_path / "w11-xenrules.conf"   # absent unless a test writes it
+
+    def hook(self, name, text="#!/bin/bash\nlog debug hooked\n", mode=0o755):
+        self.hooks.mkdir(exist_ok=True)
+        path = self.hooks / name
+        path.write_text(text)
+        path.chmod(mode)
+        return path
 
     def script(self, name, text=BASH_SCRIPT, mode=0o755):
         path = self.scripts / name
@@ -48,7 +57,9 @@ class Doctor:
                     "XENRULES_LOCK_DIR": str(self.tmp / "locks"),
                     "XENRULES_JOURNAL_DIR": str(self.tmp / "journal"),
                     "XENRULES_LOG_FILE": str(self.log_file),
-                    "XENRULES_HELPER_SOCKET": ""})
+                    "XENRULES_HELPER_SOCKET": "",
+                    "XENRULES_VIF_HOOKS_DIR": str(self.hooks),
+                    "XENRULES_CONF": str(self.conf)})
         return self.dom0.run([PYTHON, "-m", "xenrules", "doctor", "--config", str(self.domu)]
                              + list(extra), env)
 
@@ -139,3 +150,71 @@ def test_xenstore_unreachable_is_a_problem_not_a_traceback(doc):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert any("XenStore not reachable" in l for l in problems(proc)), proc.stdout
+
+
+def test_doctor_names_settings_typo_with_file_line_and_closest_key(tmp_path):
+    import io
+    from xenrules.doctor import Report, check_settings
+    bad = tmp_path / "w11-xenrules.conf"
+    bad.write_text("# comment\ncaptur = 1\n")
+    out = io.StringIO()
+    report = Report(out)
+    check_settings(report, {"XENRULES_CONF": str(bad)})
+    assert report.problems == 1
+    assert f"{bad}:2: unknown setting 'captur'" in out.getvalue()
+    assert "rename captur to capture" in out.getvalue()
+    good = tmp_path / "w11-good.conf"
+    good.write_text("capture = /var/tmp/w11-captures\ncapture_keep = 5\n")
+    out, report = io.StringIO(), Report(io.StringIO())
+    check_settings(report, {"XENRULES_CONF": str(good)})
+    assert report.problems == 0
+
+
+def test_healthy_hooks_are_each_checked_ok(doc):
+    doc.hook("10-w11-ok.hook")
+    proc = doc.run()
+    assert proc.returncode == 0, proc.stdout
+    assert f"hook directory {doc.hooks}" in proc.stdout and "1 hook(s)" in proc.stdout
+    assert f"ok       hook {doc.hooks}/10-w11-ok.hook: executable, bash -n clean" in proc.stdout
+
+
+def test_a_hook_that_is_not_executable_is_named_with_its_chmod(doc):
+    path = doc.hook("10-w11-quiet.hook", mode=0o644)
+    proc = doc.run()
+    assert proc.returncode == 1
+    assert any(str(path) in l and "not executable" in l for l in problems(proc)), proc.stdout
+    assert f"fix: chmod 755 {path}" in proc.stdout
+
+
+def test_a_hook_with_a_bash_syntax_error_is_found(doc):
+    path = doc.hook("20-w11-broken.hook", "#!/bin/bash\nif then fi (\n")
+    proc = doc.run()
+    assert proc.returncode == 1
+    assert any(str(path) in l and "syntax error" in l for l in problems(proc)), proc.stdout
+    assert f"bash -n {path}" in proc.stdout
+
+
+def test_a_hook_whose_shebang_interpreter_is_missing_is_a_problem(doc):
+    path = doc.hook("30-w11-gone.hook", "#!/usr/bin/w11-no-such-shell\necho hi\n")
+    proc = doc.run()
+    assert proc.returncode == 1
+    assert any(str(path) in l and "w11-no-such-shell is missing" in l for l in problems(proc)), proc.stdout
+
+
+def test_a_python_hook_is_a_problem_because_hooks_are_sourced_by_bash(doc):
+    path = doc.hook("40-w11-py.hook", "#!/usr/bin/python3\nprint('hi')\n")
+    proc = doc.run()
+    assert proc.returncode == 1
+    assert any(str(path) in l and "sourced by bash" in l for l in problems(proc)), proc.stdout
+
+
+def test_a_settings_typo_fails_doctor_with_file_line_and_the_rename(doc):
+    doc.conf.write_text("# site\nantisppof = on\ncapture_keep = none\n")
+    proc = doc.run()
+    assert proc.returncode == 1
+    found = problems(proc)
+    assert any(f"{doc.conf}:2: unknown setting 'antisppof'" in l and "did you mean 'antispoof'" in l
+               for l in found), proc.stdout
+    assert "fix: rename antisppof to antispoof on line 2" in proc.stdout
+    assert any(f"{doc.conf}:3: capture_keep = 'none'" in l for l in found), proc.stdout
+    assert "set capture_keep to a whole number, 1 or more on line 3" in proc.stdout

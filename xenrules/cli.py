@@ -116,7 +116,9 @@ def _parser():
                        description="Check what hotplug needs, each check printing ok or PROBLEM with the fix: "
                        "the script directory and every script xl.conf and the domain's config name "
                        "(exists, executable, resolvable, diverted to xenrules), the rule files, which rule "
-                       "each device of the domain runs and why, the warm helper's socket, XenStore, the "
+                       "each device of the domain runs and why, the settings file (each unknown key or bad "
+                       "value as file:line, with the closest known key), the hooks the rules source (each "
+                       "*.hook executable, its interpreter a shell, bash -n clean), the warm helper's socket, XenStore, the "
                        "bridges the config names, the log, stale locks and journals, and a failed "
                        "device's hotplug-error with its last log lines.")
     d.add_argument("--domain", metavar="NAME|ID", help="the guest to check (running: its XenStore devices)")

@@ -110,30 +110,43 @@ def _setting_problem(kind, value):
     return None
 
 
-def check_conf(path):
-    """Warnings "PATH:LINE: ..." for unknown keys and bad values of the settings file.
-    Only warnings: the event ignores an unknown key and uses the default for a bad value."""
-    warnings = []
+def conf_problems(path):
+    """(line, message, fix) for each unknown key or bad value of the settings file;
+    an unknown key's message names the closest known key (a typo, most often)."""
+    import difflib
+    found = []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
-        return warnings
+        return found
     for number, line in enumerate(lines, 1):
         key, eq, value = line.split("#", 1)[0].strip().partition("=")
         key, value = key.strip(), value.strip().strip('"').strip("'")
         if not eq or not key:
             continue
         if key not in SETTINGS:
-            warnings.append(f"{path}:{number}: unknown setting {key!r} "
-                            f"(known: {', '.join(SETTINGS)})")
+            close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            fix = (f"rename {key} to {close[0]} on line {number}" if close
+                   else f"remove line {number} (known: {', '.join(SETTINGS)})")
+            found.append((number, f"unknown setting {key!r} (known: {', '.join(SETTINGS)}){hint}",
+                          fix))
             continue
         default, kind, _ = SETTINGS[key]
         problem = _setting_problem(kind, value)
         if problem:
-            warnings.append(f"{path}:{number}: {key} = {value!r} {problem}; "
-                            f"using the default {default!r}")
-    return warnings
+            want = {"path": "an absolute path, or nothing", "count": "a whole number, 1 or more"}
+            wanted = " or ".join(kind) if isinstance(kind, tuple) else want.get(kind, kind)
+            found.append((number, f"{key} = {value!r} {problem}; using the default {default!r}",
+                          f"set {key} to {wanted} on line {number}"))
+    return found
+
+
+def check_conf(path):
+    """Warnings "PATH:LINE: ..." for unknown keys and bad values of the settings file.
+    Only warnings: the event ignores an unknown key and uses the default for a bad value."""
+    return [f"{path}:{number}: {message}" for number, message, _ in conf_problems(path)]
 
 
 def conf_file_text():

@@ -231,9 +231,101 @@ def check_log(report, config):
         report.ok(f"log {config.log_file} is writable")
 
 
+def check_settings(report, env):
+    """The settings file: a typo there never stops an event, it is silently ignored."""
+    from ..config import CONF_FILE, conf_problems
+    path = env.get("XENRULES_CONF") or CONF_FILE
+    if not os.path.exists(path):
+        report.ok(f"settings file {path}: none (every setting at its default)")
+        return
+    found = conf_problems(path)
+    for number, message, fix in found:
+        report.problem(f"{path}:{number}: {message}",
+                       f"{fix}; events ignore the line meanwhile (restart xenrules-helper after the edit)")
+    if not found:
+        report.ok(f"settings file {path}: every key known, every value good")
+
+
+def _resolve(template, rule, env):
+    """A hooks.run dir as the event would expand it, for the common case of a
+    literal or a "{var}" whose sources are env/value; None when it needs XenStore."""
+    if "{" not in template:
+        return template
+    name = template.strip()[1:-1] if template.strip().startswith("{") and template.strip().endswith("}") else ""
+    for source in rule.get("vars", {}).get(name, []):
+        if "when" in source:
+            continue
+        if "env" in source and env.get(source["env"]):
+            return env[source["env"]]
+        if "value" in source and "{" not in str(source["value"]):
+            return str(source["value"])
+    return None
+
+
+def hook_dirs(rules, env):
+    """{directory: [rule names]} of every hooks.run step of the rules."""
+    dirs = {}
+    for rule in rules:
+        for steps in rule["actions"].values():
+            for step in steps:
+                if isinstance(step, dict) and step.get("type") == "hooks.run":
+                    where = _resolve(str(step["args"].get("dir", "")), rule, env)
+                    if where:
+                        dirs.setdefault(where, [])
+                        if rule["name"] not in dirs[where]:
+                            dirs[where].append(rule["name"])
+    return dirs
+
+
+def check_hook(report, path):
+    """One *.hook as call_hooks treats it: sourced by bash when executable, else skipped."""
+    if not os.access(path, os.X_OK):
+        report.problem(f"hook {path} is not executable: events skip it without a word",
+                       f"chmod 755 {path} (or remove it if it is not meant to run)")
+        return
+    first = _head(path, 256).split(b"\n", 1)[0]
+    words = first[2:].split() if first.startswith(b"#!") else []
+    interpreter = words[0].decode(errors="replace") if words else ""
+    if interpreter and not os.access(interpreter, os.X_OK):
+        report.problem(f"hook {path}: its shebang's interpreter {interpreter} is missing",
+                       f"hooks are sourced by bash: make the first line #!/bin/bash, or install {interpreter}")
+        return
+    shell = os.path.basename(interpreter) if interpreter else "sh"
+    if shell not in ("sh", "bash", "dash", "env") or shell == "env" and words[1:2] != [b"bash"]:
+        report.problem(f"hook {path} is a {os.path.basename(interpreter)} program, but hooks are "
+                       f"sourced by bash, not run", f"write it in bash (#!/bin/bash), or make it a "
+                       f"bash hook that runs the program")
+        return
+    import subprocess
+    done = subprocess.run(["/bin/bash", "-n", path], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        report.problem(f"hook {path} has a bash syntax error: the event fails when it is sourced",
+                       f"fix it, then check it with `bash -n {path}`",
+                       done.stderr.strip().splitlines()[:5])
+        return
+    report.ok(f"hook {path}: executable, bash -n clean")
+
+
+def check_hooks(report, rules, env):
+    for directory, names in sorted(hook_dirs(rules, env).items()):
+        try:
+            entries = sorted(n for n in os.listdir(directory)
+                             if n.endswith(".hook") and not n.startswith("."))
+        except OSError:
+            report.ok(f"hook directory {directory} (rules {', '.join(names)}): none, no hooks run")
+            continue
+        report.ok(f"hook directory {directory} (rules {', '.join(names)}): {len(entries)} hook(s)")
+        for name in entries:
+            path = os.path.join(directory, name)
+            if not os.path.isdir(path):
+                check_hook(report, path)
+
+
 def run_doctor(env, out, domain=None, config_file=None, xl_conf=None):
     report = Report(out)
     config = Config(env)
+    check_settings(report, env)
     if os.path.isdir(config.scripts_dir):
         report.ok(f"script directory {config.scripts_dir} exists")
     else:
@@ -279,6 +371,8 @@ def run_doctor(env, out, domain=None, config_file=None, xl_conf=None):
             report.ok(f"{len(files)} rule file(s), {len(rules)} rule(s) valid ({':'.join(config.rules_path)})")
     except XenrulesError as e:
         report.problem(f"rules cannot be read: {e}", "xenrules check")
+    if rules is not None:
+        check_hooks(report, rules, env)
     check_helper(report, env)
     from ..xenstore import XenStore
     store = XenStore(timeout=3.0)
