@@ -52,22 +52,53 @@ class HotplugLock:
             raise LockError(f"cannot lock {self.path}: {e.strerror}") from e
 
     def _flock(self, fd):
-        """flock -x, polled so that the wait ends with the event's budget."""
+        """flock -x, blocking as locking.sh's flock does (a waiter in /proc/locks,
+        first come first served); inside an event the wait ends with its budget,
+        by a SIGALRM timer (threads other than the main one poll instead)."""
+        budget = deadline.current()
+        if budget is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        import signal   # only an event that waits pays for it
+        left = budget.left()
+        try:
+            if left > 0:
+                old = signal.signal(signal.SIGALRM, _on_alarm)
+                try:
+                    signal.setitimer(signal.ITIMER_REAL, left)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    return
+                except _Expired:
+                    pass
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    signal.signal(signal.SIGALRM, old)
+        except ValueError:   # signal.signal outside the main thread
+            self._poll(fd, budget)
+            return
+        raise self._held_error(fd, budget)
+
+    def _poll(self, fd, budget):
         pause = 0.001
-        while True:
+        while not budget.expired():
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                pass
-            budget = deadline.current()
-            if budget is not None and budget.expired():
-                holder = holder_of(fd)
-                raise LockError(f"lock {self.path} held by "
-                                + (f"pid {holder}" if holder else "another process")
-                                + f"; {budget.why()}")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.02)   # quick when the holder is quick, cheap otherwise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)   # quick when the holder is quick, cheap otherwise
+        raise self._held_error(fd, budget)
+
+    def _held_error(self, fd, budget):
+        holder = holder_of(fd)
+        return LockError(f"lock {self.path} held by "
+                         + (f"pid {holder}" if holder else "another process")
+                         + f"; {budget.why()}")
 
     def release(self):
         if self.fd is None:
@@ -82,6 +113,14 @@ class HotplugLock:
     @property
     def held(self):
         return self.fd is not None
+
+
+class _Expired(Exception):
+    """The event's budget ended a blocking flock."""
+
+
+def _on_alarm(signum, frame):
+    raise _Expired
 
 
 def holder_of(fd):
