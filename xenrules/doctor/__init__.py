@@ -365,7 +365,8 @@ def run_doctor(env, out, domain=None, config_file=None, xl_conf=None):
         rules, problems = compile_files(files)
         if problems:
             report.problem(f"rule files do not validate: every event runs the original script",
-                           "fix them; `xenrules check` shows each problem", [str(p) for p in problems][:10])
+                           "fix them; `xenrules check` shows each problem",
+                           [line for p in problems[:10] for line in str(p).splitlines()])
             rules = None
         else:
             report.ok(f"{len(files)} rule file(s), {len(rules)} rule(s) valid ({':'.join(config.rules_path)})")
