@@ -218,3 +218,16 @@ def test_a_settings_typo_fails_doctor_with_file_line_and_the_rename(doc):
     assert "fix: rename antisppof to antispoof on line 2" in proc.stdout
     assert any(f"{doc.conf}:3: capture_keep = 'none'" in l for l in found), proc.stdout
     assert "set capture_keep to a whole number, 1 or more on line 3" in proc.stdout
+
+
+def test_hooks_are_still_checked_while_a_rule_file_does_not_validate(doc, tmp_path):
+    bad = tmp_path / "w11-bad-rules"
+    bad.mkdir()
+    (bad / "40-bad.yaml").write_text("- rule: bad\n  match: {script: vif-bridge}\n"
+                                     "  actions: {online: [{no.such_step: {}}]}\n")
+    doc.rules = f"{bad}:{RULES}"
+    path = doc.hook("10-w11-quiet.hook", mode=0o644)
+    proc = doc.run()
+    assert proc.returncode == 1
+    assert any("rule files do not validate" in l for l in problems(proc)), proc.stdout
+    assert any(str(path) in l and "not executable" in l for l in problems(proc)), proc.stdout

@@ -358,21 +358,23 @@ def run_doctor(env, out, domain=None, config_file=None, xl_conf=None):
             scripts[s["script"]] = f"disk {i}"
     for name in scripts:
         check_script(report, config, name)
-    rules = None
+    rules = valid = None
     try:
         from ..compiler import compile_files
         files = ruleset.discover(config.rules_path)
         rules, problems = compile_files(files)
+        valid = rules   # the rules that do validate still name hook directories
         if problems:
             report.problem(f"rule files do not validate: every event runs the original script",
-                           "fix them; `xenrules check` shows each problem", [str(p) for p in problems][:10])
+                           "fix them; `xenrules check` shows each problem",
+                           [line for p in problems[:10] for line in str(p).splitlines()])
             rules = None
         else:
             report.ok(f"{len(files)} rule file(s), {len(rules)} rule(s) valid ({':'.join(config.rules_path)})")
     except XenrulesError as e:
         report.problem(f"rules cannot be read: {e}", "xenrules check")
-    if rules is not None:
-        check_hooks(report, rules, env)
+    if valid:
+        check_hooks(report, valid, env)
     check_helper(report, env)
     from ..xenstore import XenStore
     store = XenStore(timeout=3.0)
