@@ -13,6 +13,7 @@ Needs root (network namespaces); removes everything it made.
 """
 import argparse
 import glob
+import json
 import os
 import shutil
 import sys
@@ -58,11 +59,40 @@ def capture_one(bridge, actions, out_path):
             files = glob.glob(os.path.join(tmp, "cap", "*.json"))
             if len(files) != 1:
                 raise SystemExit(f"make_captures: {len(files)} capture files for {out_path}, want 1")
-            shutil.copyfile(files[0], out_path)
+            with open(files[0]) as f:
+                capture = neutral(json.load(f), tmp)
+            with open(out_path, "w") as f:
+                json.dump(capture, f, indent=1, sort_keys=False)
+                f.write("\n")
             os.chmod(out_path, 0o644)   # an example to read, not a root-only capture
             return done.returncode
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def neutral(capture, tmp):
+    """The capture without what only this machine has: the checkout's paths
+    become the installed package's, the temp dir a fixed one, the host name
+    'dom0'; PYTHONPATH (the checkout) is dropped. Replay uses none of them."""
+    places = [(os.path.join(REPO, "rules.d"), "/usr/lib/xenrules/rules.d"),
+              (REPO, "/usr/lib/python3/dist-packages"), (tmp, "/run/xenrules-example")]
+
+    def clean(value):
+        if isinstance(value, str):
+            for here, there in places:
+                value = value.replace(here, there)
+            return value
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    capture = clean(capture)
+    capture.get("env", {}).pop("PYTHONPATH", None)
+    if "host" in capture:
+        capture["host"] = "dom0"
+    return capture
 
 
 def main(argv=None):
