@@ -2,7 +2,7 @@
 
 A launcher process costs a bare interpreter start (~10 ms); importing
 pyroute2 costs 150-300 ms more. The helper pays that once: it imports the
-event path (pyroute2, pyxs, every step module of the rules), keeps the
+event path (pyroute2, every step module of the rules), keeps the
 compiled rules in memory, and serves each event in pre-forked processes.
 
     python3 -m xenrules.helper [--socket PATH] [--stats FILE]
@@ -113,7 +113,7 @@ def warm_up(env):
     # What steps and the XenStore client import lazily: the point of the helper.
     from .runtime import iproute_class
     iproute_class()
-    import pyxs.connection, pyxs._internal, pyxs.exceptions, pyxs.helpers   # noqa: F401,E401
+    # not pyxs: the event path speaks XenStore itself (xenstore.py); preloading it cost RSS
     import subprocess, tempfile, traceback   # noqa: F401,E401
     from . import locking, xenstore   # noqa: F401,E401
     helper_event.prepare()
