@@ -211,10 +211,10 @@ def _hand_over(data, fds, here, conn, marks=None):
     except BlockingIOError:
         return "the launcher took the event back"
     # Ours now: declining after this point still means "nothing ran".
-    socket.send_fds(here, [marshal.dumps((argv, env, umask))], fds[:4] + [conn.fileno()])
-    if marks is not None:
-        marks["handed"] = phases.now()
+    if marks is not None:   # before the send: the worker may run at once
         marks["argv"] = argv[:2]
+        marks["handed"] = phases.now()
+    socket.send_fds(here, [marshal.dumps((argv, env, umask))], fds[:4] + [conn.fileno()])
     return None
 
 
