@@ -307,6 +307,13 @@ def worker_main(there, supervisor, profile=False):
     die_with_parent(signal.SIGKILL)
     if os.getppid() != supervisor:
         return 1   # it died before PR_SET_PDEATHSIG took effect
+    # What no event changes, done now while idle rather than after the request:
+    # the signal dispositions a fresh interpreter has.
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if profile:
+        phases.instrument()
     try:
         data, fds, _flags, _addr = socket.recv_fds(there, MAX_MESSAGE, 5)
     except OSError:
@@ -318,17 +325,13 @@ def worker_main(there, supervisor, profile=False):
     argv, env, umask = marshal.loads(data)
     conn = socket.socket(fileno=fds.pop())
     conn.set_inheritable(False)     # received fds are inheritable: not for the event's children
-    if profile:
-        phases.instrument()
     run_event(argv, env, umask, fds, there, conn, profile)
     return 1
 
 
 def run_event(argv, env, umask, fds, done, conn, profile=False):
-    """Become the launcher's process, run the event, exit with its status."""
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # as a fresh interpreter has
+    """Become the launcher's process, run the event, exit with its status.
+    (worker_main has reset the signal dispositions while it waited.)"""
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
     os.fchdir(fds[3])
@@ -336,10 +339,11 @@ def run_event(argv, env, umask, fds, done, conn, profile=False):
         if fd > 2:
             os.close(fd)
     os.umask(umask)
+    same_tz = env.get("TZ") == os.environ.get("TZ")
     os.environ.clear()
     os.environ.update(env)     # putenv too: subprocesses and an exec'd original see it
-    import time
-    time.tzset()               # log timestamps in the launcher's TZ, as a fresh interpreter's
+    if not same_tz:
+        time.tzset()           # log timestamps in the launcher's TZ, as a fresh interpreter's
     sys.argv = list(argv)
     code = 1
     if profile:
@@ -364,6 +368,13 @@ def run_event(argv, env, umask, fds, done, conn, profile=False):
             except Exception:
                 pass
     code = code if isinstance(code, int) else 1
+    # The launcher's stdout/stderr now, not at our exit: whoever reads them
+    # (libxl, a shell) sees their end with the status, not after our teardown.
+    for fd in (0, 1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     message = b"done"
     if profile:
         phases.worker_marks["w_ran"] = phases.now()
