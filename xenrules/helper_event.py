@@ -368,13 +368,6 @@ def run_event(argv, env, umask, fds, done, conn, profile=False):
             except Exception:
                 pass
     code = code if isinstance(code, int) else 1
-    # The launcher's stdout/stderr now, not at our exit: whoever reads them
-    # (libxl, a shell) sees their end with the status, not after our teardown.
-    for fd in (0, 1, 2):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
     message = b"done"
     if profile:
         phases.worker_marks["w_ran"] = phases.now()
