@@ -31,7 +31,8 @@ DEFAULT_ONLY = "vif-bridge,tap,error path"
 COLUMNS = PHASES + ("served_ms", "wall_ms")
 # The helper's own share: what the launcher waits for beyond the event's own
 # work (on path; the sum of medians), and what it spends between events (off path).
-ON_PATH = ("accept", "receive", "hand_over", "worker_setup", "log_write", "status_send")
+ON_PATH = ("accept", "receive", "hand_over", "worker_wake", "worker_setup", "log_write",
+           "status_send")
 OFF_PATH = ("fork_worker", "worker_exit")
 
 

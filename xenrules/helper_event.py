@@ -318,6 +318,8 @@ def worker_main(there, supervisor, profile=False):
         data, fds, _flags, _addr = socket.recv_fds(there, MAX_MESSAGE, 5)
     except OSError:
         return 1
+    if profile:
+        phases.worker_marks["w_recv"] = phases.now()
     if not data or len(fds) != 5:
         for fd in fds:
             os.close(fd)
@@ -340,8 +342,14 @@ def run_event(argv, env, umask, fds, done, conn, profile=False):
             os.close(fd)
     os.umask(umask)
     same_tz = env.get("TZ") == os.environ.get("TZ")
-    os.environ.clear()
-    os.environ.update(env)     # putenv too: subprocesses and an exec'd original see it
+    # os.environ becomes env (putenv too: subprocesses and an exec'd original see
+    # it), by difference: clear() is quadratic (popitem lists the keys each time).
+    environ = os.environ
+    for key in [k for k in environ if k not in env]:
+        del environ[key]
+    for key, value in env.items():
+        if environ.get(key) != value:
+            environ[key] = value
     if not same_tz:
         time.tzset()           # log timestamps in the launcher's TZ, as a fresh interpreter's
     sys.argv = list(argv)

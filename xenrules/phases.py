@@ -13,7 +13,8 @@ The phases, in the order an event passes them:
     accept        accept returned -> peer checked, helper told, "ready" sent
     receive       "ready" sent -> request and fds received (the launcher's send)
     hand_over     request checked (namespace, token)
-    worker_setup  sent to the worker, which takes it: fds 0-2, cwd, environment, signals
+    worker_wake   sent to the worker, which wakes and receives it
+    worker_setup  the worker becomes the launcher's process: fds 0-2, cwd, environment
     event_run     the event itself, less the two below
     xenstore      its XenStore round trips
     log_write     its log records (syslog and the log file)
@@ -24,7 +25,8 @@ import marshal
 import os
 import time
 
-PHASES = ("fork_worker", "accept", "receive", "hand_over", "worker_setup", "event_run",
+PHASES = ("fork_worker", "accept", "receive", "hand_over", "worker_wake", "worker_setup",
+          "event_run",
           "xenstore", "log_write", "status_send", "worker_exit")
 
 now = time.monotonic_ns
@@ -72,7 +74,8 @@ def record(path, marks, done, peer_pid, argv):
             "accept": m["ready"] - m["accepted"],
             "receive": m["received"] - m["ready"],
             "hand_over": m["handed"] - m["received"],
-            "worker_setup": m["w_start"] - m["handed"],
+            "worker_wake": m["w_recv"] - m["handed"],
+            "worker_setup": m["w_start"] - m["w_recv"],
             "event_run": m["w_ran"] - m["w_start"] - inside,
             "xenstore": spent.get("xenstore", 0),
             "log_write": spent.get("log_write", 0),
