@@ -113,7 +113,10 @@ def warm_up(env):
     # What steps and the XenStore client import lazily: the point of the helper.
     from .runtime import iproute_class
     iproute_class()
-    # not pyxs: the event path speaks XenStore itself (xenstore.py); preloading it cost RSS
+    # pyxs: nothing on the event path imports it (xenstore.py speaks the protocol),
+    # yet measured (bench/phases.py), dropping it made each worker's fork and exit
+    # 0.15-0.3 ms slower and events no faster: kept until that is understood.
+    import pyxs.connection, pyxs._internal, pyxs.exceptions, pyxs.helpers   # noqa: F401,E401
     import subprocess, tempfile, traceback   # noqa: F401,E401
     from . import locking, xenstore   # noqa: F401,E401
     helper_event.prepare()
