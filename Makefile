@@ -94,6 +94,12 @@ clean:
 	rm -rf .cache .pytest_cache build
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
+# the warm helper's own share per phase (xenrules helper --profile); COMPARE=DIR
+# also measures another checkout's helper, alternating (bench/phases.py)
+.PHONY: bench-profile
+bench-profile: launcher
+	$(PYTHON) bench/phases.py $(if $(COMPARE),--compare $(COMPARE))
+
 # antispoof (issue 12): vif-bridge online/offline with antispoof off and on,
 # and on with 1, 100 and 1000 other guests' elements loaded
 .PHONY: bench-antispoof

@@ -113,6 +113,24 @@ def bench_scenario(scenario, runs, xs_socket, workdir, retries):
     return out, baseline
 
 
+# The "Helper phases" section comes from bench/phases.py runs (make bench-profile),
+# not from this one: a rewrite of the file keeps it.
+PHASES_BEGIN = "<!-- bench/phases.py: begin -->"
+PHASES_END = "<!-- bench/phases.py: end -->"
+
+
+def kept_section(path, begin, end):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return ""
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        return ""
+    return "\n" + text[start:stop + len(end)] + "\n"
+
+
 def machine():
     model = ""
     try:
@@ -213,8 +231,9 @@ def main(argv=None):
             fh.write("\n")
         log(f"wrote {args.json}")
     if args.markdown:
+        kept = kept_section(args.markdown, PHASES_BEGIN, PHASES_END)
         with open(args.markdown, "w") as fh:
-            fh.write(markdown(res))
+            fh.write(markdown(res) + kept)
         log(f"wrote {args.markdown}")
     return 1 if res["errors"] else 0
 

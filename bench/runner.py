@@ -71,16 +71,16 @@ def proc_hwm_kb(pid):
 class Helper:
     """A warm helper in the sandbox's namespace, on a private socket."""
 
-    def __init__(self, dom0, xenrules_env, workdir):
+    def __init__(self, dom0, xenrules_env, workdir, extra=(), root=REPO_ROOT):
         self.dir = tempfile.mkdtemp(prefix="helper-", dir=workdir)   # 0700, root's
         self.socket = os.path.join(self.dir, "helper.sock")
         self.stats = os.path.join(self.dir, "stats")
         env = dict(dom0._base_env(), **xenrules_env)
-        env["PYTHONPATH"] = REPO_ROOT
+        env["PYTHONPATH"] = root   # bench/phases.py --compare: another checkout's helper
         self.log = open(os.path.join(self.dir, "helper.log"), "wb")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", dom0.netns, PYTHON, "-m", "xenrules.helper",
-             "--socket", self.socket, "--stats", self.stats],
+             "--socket", self.socket, "--stats", self.stats, *extra],
             env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd="/")
         deadline = time.monotonic() + 30
         while not os.path.exists(self.socket):
@@ -147,13 +147,15 @@ def run_in_ns(dom0, argv, env, timeout=40.0):
 class Runner:
     """Runs events in one sandbox with each implementation."""
 
-    def __init__(self, dom0, workdir, rules_path=None, with_helper=True, state_dir=None):
+    def __init__(self, dom0, workdir, rules_path=None, with_helper=True, state_dir=None,
+                 helper_args=(), root=REPO_ROOT):
         self.dom0 = dom0
         self.bindir = tempfile.mkdtemp(prefix="scripts-", dir=workdir)
         self.xr_env = dom0.xenrules_env(rules_path=rules_path, state_dir=state_dir)
-        self.xr_env["XENRULES_PYTHONPATH"] = REPO_ROOT
+        self.xr_env["XENRULES_PYTHONPATH"] = root
         self.xr_env["XENRULES_HELPER_TIMEOUT"] = "20"   # a burst queues for "ready"
-        self.helper = Helper(dom0, self.xr_env, workdir) if with_helper else None
+        self.helper = Helper(dom0, self.xr_env, workdir, helper_args, root) if with_helper else None
+        self.last_pid = None   # the launcher of the last run (the helper's lines name it)
 
     def launcher(self, script):
         global LAUNCHER
@@ -185,6 +187,7 @@ class Runner:
         proc = run_in_ns(self.dom0, self.argv(impl, event.script, event.words),
                          self.env(impl, event.env))
         cpu, rss, side_cpu = proc.cpu, proc.rusage.ru_maxrss, 0.0
+        self.last_pid = proc.pid
         if impl == "helper":
             side_cpu, side_rss = self.helper.side(proc.pid)
             cpu += side_cpu

@@ -912,3 +912,47 @@ def test_a_helper_timeout_that_is_not_a_usable_number_runs_the_event_in_process(
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(got)
+
+
+# -- --profile: where the helper's time goes (xenrules/phases.py) ------------------
+
+def profile_lines(path):
+    try:
+        with open(path) as f:
+            return [line for line in f.read().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def test_profile_writes_one_line_per_event_with_every_phase(setup):
+    import json
+    from xenrules.phases import PHASES
+    profile = os.path.join(setup.dir, "phases-w10.jsonl")
+    setup.start_helper("--profile", profile)
+    pids = []
+    for i in range(3):
+        pid, code, _, err = setup.run("xr-write", ["online", f"vif=p{i}"])
+        assert code == 0, err
+        pids.append(pid)
+    wait_for(lambda: len(profile_lines(profile)) >= 3, "three profile lines")
+    lines = [json.loads(line) for line in profile_lines(profile)]
+    assert sorted(line["pid"] for line in lines) == sorted(pids)
+    for line in lines:
+        assert line["script"] == "xr-write" and line["command"] == "online"
+        assert sorted(line["phases"]) == sorted(PHASES)
+        assert all(isinstance(v, float) and v >= 0 for v in line["phases"].values()), \
+            json.dumps(line)
+        assert line["phases"]["xenstore"] > 0, line   # the rule writes a key: timed
+        assert line["served_ms"] >= line["phases"]["event_run"]
+
+
+def test_without_profile_the_helper_writes_no_profile(setup):
+    setup.start_helper()
+    setup.run("xr-write", ["online", "vif=warm"])   # a first event: state files exist
+    wait_for(lambda: len(setup.served()) == 1, "the first event")
+    before = {os.path.join(d, f) for d, _, files in os.walk(setup.dir) for f in files}
+    pid, code, _, err = setup.run("xr-write", ["online", "vif=q"])
+    assert code == 0, err
+    wait_served(setup, pid)
+    after = {os.path.join(d, f) for d, _, files in os.walk(setup.dir) for f in files}
+    assert after - before == set()

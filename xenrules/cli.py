@@ -68,7 +68,8 @@ def _parser():
     w = sub.add_parser("helper", help="serve hotplug events warm, for the launchers (systemd: xenrules-helper)",
                        description="The warm helper: imports the event path once and runs each event the "
                        "launchers send it (see docs/performance-design.md). Options after `helper`: "
-                       "--socket PATH, --spares N, --max-events N, --stats FILE.", add_help=False)
+                       "--socket PATH, --spares N, --max-events N, --stats FILE, --profile FILE "
+                       "(one JSON line per event: the milliseconds of each phase).", add_help=False)
     w.add_argument("options", nargs=argparse.REMAINDER, help="the helper's options (helper --help)")
 
     r = sub.add_parser("recover", parents=[common],

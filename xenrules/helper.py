@@ -2,10 +2,10 @@
 
 A launcher process costs a bare interpreter start (~10 ms); importing
 pyroute2 costs 150-300 ms more. The helper pays that once: it imports the
-event path (pyroute2, pyxs, every step module of the rules), keeps the
+event path (pyroute2, every step module of the rules), keeps the
 compiled rules in memory, and serves each event in pre-forked processes.
 
-    python3 -m xenrules.helper [--socket PATH] [--stats FILE]
+    python3 -m xenrules.helper [--socket PATH] [--stats FILE] [--profile FILE]
     xenrules helper ...           (the same)
     systemd: xenrules-helper.socket + xenrules-helper.service (socket activation)
 
@@ -113,6 +113,9 @@ def warm_up(env):
     # What steps and the XenStore client import lazily: the point of the helper.
     from .runtime import iproute_class
     iproute_class()
+    # pyxs: nothing on the event path imports it (xenstore.py speaks the protocol),
+    # yet measured (bench/phases.py), dropping it made each worker's fork and exit
+    # 0.15-0.3 ms slower and events no faster: kept until that is understood.
     import pyxs.connection, pyxs._internal, pyxs.exceptions, pyxs.helpers   # noqa: F401,E401
     import subprocess, tempfile, traceback   # noqa: F401,E401
     from . import locking, xenstore   # noqa: F401,E401
@@ -141,10 +144,12 @@ class Pool:
     Supervisors are reused (helper_event.spare); after a burst up to
     MAX_EVENTS of them stay, idle, until the helper stops."""
 
-    def __init__(self, listener, config, stats, spares=SPARES, max_events=MAX_EVENTS):
+    def __init__(self, listener, config, stats, spares=SPARES, max_events=MAX_EVENTS,
+                 profile=None):
         self.listener = listener
         self.config = config
         self.stats = stats
+        self.profile = profile
         self.spares = spares
         self.max_events = max_events
         self.state = {}   # pid -> "idle" | "busy"
@@ -175,7 +180,8 @@ class Pool:
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     for fd in (self.notify_r, self.wake_r, self.wake_w):
                         os.close(fd)
-                    code = helper_event.spare(self.listener, self.notify_w, self.stats, helper_pid)
+                    code = helper_event.spare(self.listener, self.notify_w, self.stats, helper_pid,
+                                              self.profile)
                 finally:
                     os._exit(code)
             self.state[pid] = "idle"
@@ -221,6 +227,10 @@ def main(argv=None):
                     help=f"events served at once ({MAX_EVENTS})")
     ap.add_argument("--stats", metavar="FILE",
                     help="append the CPU and peak RSS of each event's processes (benchmarks)")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="append one JSON line per event: the milliseconds of each phase "
+                         "(accept, receive, fork, worker setup, event, XenStore, log, "
+                         "status, exit; see bench/phases.py)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.stderr.write("xenrules-helper: must run as root\n")
@@ -236,7 +246,8 @@ def main(argv=None):
     else:
         log("serving on the socket systemd passed")
     try:
-        Pool(listener, config, args.stats, args.spares, args.max_events).serve()
+        Pool(listener, config, args.stats, args.spares, args.max_events,
+             args.profile).serve()
     except KeyboardInterrupt:
         return 0
     return 0

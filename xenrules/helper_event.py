@@ -27,6 +27,9 @@ import signal
 import socket
 import struct
 import sys
+import time
+
+from . import phases
 
 PROTOCOL = 2
 FDS = 6                    # stdin, stdout, stderr, cwd, network namespace, token
@@ -35,11 +38,14 @@ REQUEST_TIMEOUT = 10.0     # a client that connects and says nothing
 PR_SET_PDEATHSIG = 1
 
 _prctl = None              # libc's prctl, looked up once by prepare()
+_own_ns = None             # the helper's network namespace (dev, ino): it never changes
 
 
 def prepare():
     """In the helper, before any fork: what spares need without paying per event."""
-    global _prctl
+    global _prctl, _own_ns
+    own = os.stat("/proc/self/ns/net")
+    _own_ns = (own.st_dev, own.st_ino)
     import ctypes
     try:
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -59,19 +65,27 @@ def die_with_parent(sig):
 EVENTS_PER_SPARE = 200   # then a supervisor exits and the helper forks a fresh one
 
 
-def spare(listener, notify_fd, stats, helper):
+def spare(listener, notify_fd, stats, helper, profile=None):
     """A forked supervisor of the helper (pid `helper`): serve events one at a
     time, each with a worker forked in advance. Returns an exit code. Tells the
-    helper (notify_fd) when it turns busy (its pid) and idle again (minus its pid)."""
+    helper (notify_fd) when it turns busy (its pid) and idle again (minus its pid).
+    profile: the --profile file (phases.py), or None."""
     die_with_parent(signal.SIGTERM)   # the loop's getppid() check covers a death before this
     for _ in range(EVENTS_PER_SPARE):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)   # idle: a stopping helper ends us
         if os.getppid() != helper:
             return 0   # the helper is gone: take no new event
-        here, worker = _fork_worker(listener, notify_fd)
+        marks = None
+        if profile is not None:
+            marks = {"fork": phases.now()}
+        here, worker = _fork_worker(listener, notify_fd, profile)
+        if marks is not None:
+            marks["forked"] = phases.now()
         while True:
             try:
                 conn, _ = listener.accept()
+                if marks is not None:
+                    marks["accepted"] = phases.now()
                 break
             except InterruptedError:
                 continue
@@ -81,7 +95,7 @@ def spare(listener, notify_fd, stats, helper):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.write(notify_fd, struct.pack("i", os.getpid()))
         try:
-            supervise(conn, here, worker, stats)
+            supervise(conn, here, worker, stats, profile, marks)
         finally:
             conn.close()
             here.close()   # a worker still waiting for an event reads EOF and exits
@@ -93,7 +107,7 @@ def spare(listener, notify_fd, stats, helper):
     return 0
 
 
-def _fork_worker(listener, notify_fd):
+def _fork_worker(listener, notify_fd, profile=None):
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     supervisor = os.getpid()
     worker = os.fork()
@@ -103,7 +117,7 @@ def _fork_worker(listener, notify_fd):
             here.close()
             listener.close()
             os.close(notify_fd)
-            code = worker_main(there, supervisor)
+            code = worker_main(there, supervisor, profile is not None)
         finally:
             os._exit(code)
     there.close()
@@ -122,8 +136,8 @@ def _decline(conn, why):
     return 0
 
 
-def supervise(conn, here, worker, stats):
-    """Steps 1-4 above for the accepted connection."""
+def supervise(conn, here, worker, stats, profile=None, marks=None):
+    """Steps 1-4 above for the accepted connection (marks: phases.py's stamps, if profiling)."""
     _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     if uid != 0:
         log(f"refused a client with uid {uid} (pid {_pid}): root only")
@@ -132,13 +146,17 @@ def supervise(conn, here, worker, stats):
     fds = []
     try:
         conn.send(marshal.dumps(("ready",)))
+        if marks is not None:
+            marks["ready"] = phases.now()
         data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, FDS)
+        if marks is not None:
+            marks["received"] = phases.now()
     except (OSError, ValueError):
         return 1   # the launcher went, or sent garbage: it has not committed
     try:
         if not data:
             return 0   # the launcher gave up waiting and runs the event itself
-        why = _hand_over(data, fds, here, conn)
+        why = _hand_over(data, fds, here, conn, marks)
         if why:
             return _decline(conn, why)
     except Exception as e:   # whatever went wrong, nothing ran: the launcher runs it
@@ -149,10 +167,18 @@ def supervise(conn, here, worker, stats):
     status, usage, told = _wait(conn, worker, here)
     if status is None:
         return 0   # the launcher is gone: the worker is killed, nobody to tell
-    if stats:
-        _record(stats, _pid, usage)
     if not told:
         _tell(conn, status)
+    if stats:
+        _record(stats, _pid, usage)
+    if marks is not None:
+        marks["reaped"] = _reaped
+        try:   # the worker's second message: when the launcher had its status
+            here.setblocking(False)
+            marks["w_sent"], = struct.unpack("q", here.recv(8))
+        except (OSError, struct.error):
+            pass
+        phases.record(profile, marks, told, _pid, marks.get("argv", []))
     return 0
 
 
@@ -160,7 +186,7 @@ def _c_string(value):
     return isinstance(value, str) and "\0" not in value
 
 
-def _hand_over(data, fds, here, conn):
+def _hand_over(data, fds, here, conn, marks=None):
     """Check the request and give it to the worker; a reason to decline, or None."""
     request = marshal.loads(data)
     if not (isinstance(request, tuple) and len(request) == 4 and request[0] == PROTOCOL
@@ -171,8 +197,12 @@ def _hand_over(data, fds, here, conn):
             and isinstance(env, dict) and isinstance(umask, int) and 0 <= umask <= 0o777
             and all(_c_string(k) and k and "=" not in k and _c_string(v) for k, v in env.items())):
         return "malformed request"   # what no exec'd launcher can have sent
-    ns, own = os.fstat(fds[4]), os.stat("/proc/self/ns/net")
-    if (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino):
+    ns = os.fstat(fds[4])
+    own = _own_ns
+    if own is None:   # prepare() not called (a test driving supervise directly)
+        st = os.stat("/proc/self/ns/net")
+        own = (st.st_dev, st.st_ino)
+    if (ns.st_dev, ns.st_ino) != own:
         return "another network namespace"
     os.set_blocking(fds[5], False)
     try:
@@ -181,6 +211,9 @@ def _hand_over(data, fds, here, conn):
     except BlockingIOError:
         return "the launcher took the event back"
     # Ours now: declining after this point still means "nothing ran".
+    if marks is not None:   # before the send: the worker may run at once
+        marks["argv"] = argv[:2]
+        marks["handed"] = phases.now()
     socket.send_fds(here, [marshal.dumps((argv, env, umask))], fds[:4] + [conn.fileno()])
     return None
 
@@ -195,9 +228,11 @@ def _tell(conn, status):
 def _wait(conn, worker, here):
     """(wait status, rusage, told) of the worker; (None, None, False) if the launcher went first.
 
-    `told`: the worker said it is done (it has sent, or is sending, the
-    status to the launcher); from then the connection's end means nothing.
+    `told`: the worker's "done" message (it has sent, or is sending, the
+    status to the launcher; with --profile, its stamps follow): from then the
+    connection's end means nothing.
     """
+    global _reaped
     import select
     pidfd = os.pidfd_open(worker)
     poller = select.poll()
@@ -210,12 +245,13 @@ def _wait(conn, worker, here):
         while True:
             ready = dict(poller.poll())
             if here.fileno() in ready:   # first: "done" is sent before the launcher can go
-                if here.recv(16):
-                    told = True
+                told = here.recv(65536) or False
+                if told:
                     poller.unregister(conn.fileno())
                 poller.unregister(here.fileno())
             if pidfd in ready:
                 _, status, usage = os.wait4(worker, 0)
+                _reaped = time.monotonic_ns()
                 return status, usage, told
             if conn.fileno() in ready and not told:
                 try:
@@ -237,6 +273,7 @@ def _wait(conn, worker, here):
         os.close(pidfd)
 
 
+_reaped = 0          # when _wait reaped the worker (phases.py)
 _last_usage = None   # this supervisor's CPU at its previous report
 
 
@@ -264,16 +301,25 @@ def _record(path, peer_pid, usage):
         pass
 
 
-def worker_main(there, supervisor):
+def worker_main(there, supervisor, profile=False):
     """The pre-forked worker: wait for the event from the supervisor, run it."""
     os.setpgid(0, 0)
     die_with_parent(signal.SIGKILL)
     if os.getppid() != supervisor:
         return 1   # it died before PR_SET_PDEATHSIG took effect
+    # What no event changes, done now while idle rather than after the request:
+    # the signal dispositions a fresh interpreter has.
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if profile:
+        phases.instrument()
     try:
         data, fds, _flags, _addr = socket.recv_fds(there, MAX_MESSAGE, 5)
     except OSError:
         return 1
+    if profile:
+        phases.worker_marks["w_recv"] = phases.now()
     if not data or len(fds) != 5:
         for fd in fds:
             os.close(fd)
@@ -281,15 +327,13 @@ def worker_main(there, supervisor):
     argv, env, umask = marshal.loads(data)
     conn = socket.socket(fileno=fds.pop())
     conn.set_inheritable(False)     # received fds are inheritable: not for the event's children
-    run_event(argv, env, umask, fds, there, conn)
+    run_event(argv, env, umask, fds, there, conn, profile)
     return 1
 
 
-def run_event(argv, env, umask, fds, done, conn):
-    """Become the launcher's process, run the event, exit with its status."""
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # as a fresh interpreter has
+def run_event(argv, env, umask, fds, done, conn, profile=False):
+    """Become the launcher's process, run the event, exit with its status.
+    (worker_main has reset the signal dispositions while it waited.)"""
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
     os.fchdir(fds[3])
@@ -297,12 +341,21 @@ def run_event(argv, env, umask, fds, done, conn):
         if fd > 2:
             os.close(fd)
     os.umask(umask)
-    os.environ.clear()
-    os.environ.update(env)     # putenv too: subprocesses and an exec'd original see it
-    import time
-    time.tzset()               # log timestamps in the launcher's TZ, as a fresh interpreter's
+    same_tz = env.get("TZ") == os.environ.get("TZ")
+    # os.environ becomes env (putenv too: subprocesses and an exec'd original see
+    # it), by difference: clear() is quadratic (popitem lists the keys each time).
+    environ = os.environ
+    for key in [k for k in environ if k not in env]:
+        del environ[key]
+    for key, value in env.items():
+        if environ.get(key) != value:
+            environ[key] = value
+    if not same_tz:
+        time.tzset()           # log timestamps in the launcher's TZ, as a fresh interpreter's
     sys.argv = list(argv)
     code = 1
+    if profile:
+        phases.worker_marks["w_start"] = phases.now()
     try:
         from .hotplug import handle
         code = handle(argv[0], argv[1:], dict(env))
@@ -323,12 +376,21 @@ def run_event(argv, env, umask, fds, done, conn):
             except Exception:
                 pass
     code = code if isinstance(code, int) else 1
+    message = b"done"
+    if profile:
+        phases.worker_marks["w_ran"] = phases.now()
+        message = phases.worker_message()
     try:   # the supervisor first: then the launcher's exit is no reason to kill us
-        done.send(b"done")
+        done.send(message)
     except OSError:
         pass
     try:
         conn.send(marshal.dumps(("exit", (code & 0xff) << 8)))   # a wait status
     except OSError:
         pass
+    if profile:
+        try:   # the moment the launcher has its status, for the supervisor's record
+            done.send(struct.pack("q", phases.now()))
+        except OSError:
+            pass
     os._exit(code)

@@ -40,11 +40,15 @@ class Log:
     def _write_file(self, line):
         if not self.path:
             return False
+        # One write(2) per record on an O_APPEND fd: concurrent events' records
+        # never interleave, and no buffered text file to set up (fstat, ioctl, lseek).
         try:
             if self._file is None:
-                self._file = open(self.path, "a", encoding="utf-8")
-            self._file.write(line)
-            self._file.flush()
+                self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            data = line.encode("utf-8", "replace")
+            written = os.write(self._file, data)
+            if written < len(data):   # a full disk: the rest, or OSError
+                os.write(self._file, data[written:])
             return True
         except OSError:
             self.path = None
