@@ -365,7 +365,8 @@ def run_doctor(env, out, domain=None, config_file=None, xl_conf=None):
         rules, problems = compile_files(files)
         valid = rules   # the rules that do validate still name hook directories
         if problems:
-            report.problem(f"rule files do not validate: every event runs the original script",
+            report.problem(f"rule files do not validate: every event runs the original script, "
+                           "or fails where there is none",
                            "fix them; `xenrules check` shows each problem",
                            [line for p in problems[:10] for line in str(p).splitlines()])
             rules = None
