@@ -145,4 +145,23 @@ def test_hostile_argv_and_env_values_are_refused(ev):
             wrong = _try(dom0, key, value, args, env)
             if wrong:
                 bad["%s=%s" % (key, value[:40])] = wrong
+    # the backend path itself: nothing to write hotplug-error to, so only the
+    # exit code, the log's naming of XENBUS_PATH and the namespace count
+    # (/etc/passwd is a well-formed store path, never a file to xenrules: not here)
+    for value in ("backend/vif/1/0/../../x", "backend/vif/1/0;touch " + CANARY,
+                  "backend/vif/1/0\nx", "backend/vif/1/" + "0" * 4000):
+        TRIED["values"] += 1
+        before = _net(dom0)
+        env = dom0.hotplug_env(1, 0)
+        env["XENBUS_PATH"] = value
+        proc = dom0.run_xenrules("vif-bridge", ["online", "type_if=vif"], env)
+        wrong = [w for w, bad_ in (("exit 0", proc.returncode == 0),
+                                   ("namespace changed", _net(dom0) != before),
+                                   ("created " + CANARY, os.path.lexists(CANARY))) if bad_]
+        if "XENBUS_PATH" not in proc.stderr + (proc.hotplug_log or ""):
+            wrong.append("XENBUS_PATH not named: %r" % (proc.stderr[-200:],))
+        if wrong:
+            TRIED["failures"] += 1
+            TRIED["accepted"].append("XENBUS_PATH=%r" % value[:40])
+            bad["XENBUS_PATH=%s" % value[:40]] = wrong
     assert not bad, bad
