@@ -165,3 +165,24 @@ def test_hostile_argv_and_env_values_are_refused(ev):
             TRIED["accepted"].append("XENBUS_PATH=%r" % value[:40])
             bad["XENBUS_PATH=%s" % value[:40]] = wrong
     assert not bad, bad
+
+
+def test_out_of_range_mtu_is_not_told_to_the_guest(ev):
+    # bash writes any positive number to the frontend; no link can have these
+    dom0 = ev.dom0
+    front = "/local/domain/1/device/vif/0/mtu"
+    for value in ("65536", "70000", "99999999999", "1" + "0" * 40):
+        TRIED["values"] += 1
+        dom0.xs_write(front, "1500")
+        dom0.xs_write(BACK + "/mtu", value)
+        dom0.run_xenrules("vif-bridge", ["online", "type_if=vif"], dom0.hotplug_env(1, 0))
+        dom0.run_xenrules("vif-bridge", ["offline", "type_if=vif"], dom0.hotplug_env(1, 0))
+        told = dom0.xs_read(front)
+        if told != "1500":
+            TRIED["failures"] += 1
+            TRIED["accepted"].append("mtu=%s" % value[:40])
+        assert told == "1500", (value, told)
+    dom0.xs_write(BACK + "/mtu", "9000")
+    dom0.run_xenrules("vif-bridge", ["online", "type_if=vif"], dom0.hotplug_env(1, 0))
+    assert dom0.xs_read(front) == "9000"   # an ordinary one still is
+
