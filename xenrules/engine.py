@@ -123,7 +123,7 @@ def execute(rule, context, runtime, dry_run=False):
                 step.apply(runtime)
                 runtime.test_point(f"after:{n}")
         except Exception as e:   # a step failing for any reason must not leave things half-done
-            message = str(e) if isinstance(e, XenrulesError) else \
+            message = _with_origins(str(e), spec, context) if isinstance(e, XenrulesError) else \
                 f"internal error in {spec['type']}: {e!r} (a xenrules bug: the traceback is in the log)"
             if not isinstance(e, XenrulesError):
                 import traceback   # only a bug pays for it; at err, so it never vanishes
@@ -176,11 +176,35 @@ def report_within_budget(runtime, message, status):
     report_failure(runtime, message, status)
 
 
+def fit_message(message, limit=1500):
+    """A message short enough for one xenstored write (4096 bytes with the
+    path): a quoted hostile value of 4 KiB made the write fail, so libxl saw
+    no hotplug-error at all. Head and tail are kept: the tail names the key."""
+    if len(message) <= limit:
+        return message
+    cut = len(message) - limit
+    return message[:limit - 400] + f" [... {cut} characters cut ...] " + message[-400:]
+
+
 def report_failure(runtime, message, status):
     """Tell libxl, like the bash fatal/ebusy: hotplug-error, then hotplug-status."""
     try:
         backend = runtime.backend_path()
-        runtime.xenstore.write(backend + "/hotplug-error", message)
+        runtime.xenstore.write(backend + "/hotplug-error", fit_message(message))
         runtime.xenstore.write(backend + "/hotplug-status", status)
     except XenrulesError as e:
         runtime.log("err", f"cannot report the failure to xenstore: {e}")
+
+
+def _with_origins(message, spec, context):
+    """The message after where each value it quotes came from (`bridge: xenstore
+    .../bridge`), so a refused hostile value names the key that held it."""
+    from . import template
+    seen = []
+    for name in template.value_names(spec["args"]):
+        value, origin = context.values.get(name, ("", ""))
+        if value and (value in message or repr(value) in message) and origin:
+            seen.append(f"{name}: {origin}")
+    # in front: a 4 KiB value is cut from the middle of hotplug-error (fit_message)
+    return ("; ".join(seen) + ": " if seen else "") + message
+

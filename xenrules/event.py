@@ -77,6 +77,13 @@ class Event:
             out.update(self._tap_vars())
         else:
             domid, devid = split_backend_path(out["backend"][0])
+            path = out["backend"][0]
+            if path and not (domid or _store_path(path)):
+                # hostile or garbled: unset, so a rule's `require: backend`
+                # refuses the event before any step, naming XENBUS_PATH
+                # (a test's own store path, /xr-test/backend, stays usable)
+                out["backend"] = ("", "XENBUS_PATH %.60r refused: not "
+                                      "backend/<type>/<domid>/<devid>" % path)
             out["domid"] = (domid, "from XENBUS_PATH")
             out["devid"] = (devid, "from XENBUS_PATH")
         return out
@@ -110,6 +117,18 @@ class Event:
 def split_backend_path(path):
     """backend/<type>/<domid>/<devid> -> (domid, devid); ('', '') if not that shape."""
     parts = path.strip("/").split("/")
-    if len(parts) >= 4 and parts[-4] == "backend" and parts[-2].isdigit() and parts[-1].isdigit():
+    if len(parts) >= 4 and parts[-4] == "backend" and _id(parts[-2]) and _id(parts[-1]):
         return parts[-2], parts[-1]
     return "", ""
+
+
+def _id(text):
+    """A domid/devid: ASCII digits only (str.isdigit takes any script's
+    digits), at most 10 of them (both are 32-bit at most)."""
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
+
+
+def _store_path(path):
+    from .xenstore import valid_path
+    return len(path) <= 1024 and valid_path(path.encode("utf-8", "surrogateescape"))
+

@@ -148,7 +148,8 @@ def report_failure(config, event, log, message):
     try:
         from .xenstore import XenStore
         with XenStore(timeout=5.0) as store:
-            store.write(backend + "/hotplug-error", message)
+            from .engine import fit_message
+            store.write(backend + "/hotplug-error", fit_message(message))
             store.write(backend + "/hotplug-status", "error")
     except XenrulesError as e:
         log("err", f"cannot report the failure to xenstore: {e}")

@@ -9,7 +9,9 @@ platform) cost 10-30 ms per event, more than the requests. Unlike pyxs's
   never hang on a read that nothing interrupts; the deadline is `timeout`,
   or sooner when the event's budget (deadline.py) ends first;
 - values may be any bytes (xenstored stores them; `hotplug-error` messages
-  may hold newlines or UTF-8), not only printable 7-bit ASCII.
+  may hold newlines or UTF-8), not only printable 7-bit ASCII; but `read`
+  refuses a value holding NUL or bytes that are not UTF-8 (XenstoreError
+  naming the key) rather than guess what it means.
 
 Not thread-safe: one per thread.
 """
@@ -41,6 +43,19 @@ def valid_path(raw):
     no "//", no trailing "/" (but "/" itself)."""
     return (0 < len(raw) <= PATH_MAX and _PATH_BYTES.issuperset(raw)
             and b"//" not in raw and (raw == b"/" or not raw.endswith(b"/")))
+
+
+def _text(path, raw):
+    """A value as text, or XenstoreError naming the key: a NUL would be cut by
+    the C tools and bash (so xenrules would act on another value than they),
+    and undecodable bytes have no faithful text, so both are refused."""
+    if b"\0" in raw:
+        raise XenstoreError(f"xenstore read {path!r}: value holds a NUL byte; refused")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise XenstoreError(f"xenstore read {path!r}: value is not UTF-8 "
+                            f"(byte {e.start}); refused") from None
 
 
 def default_path():
@@ -160,11 +175,12 @@ class XenStore:
     def read(self, path):
         """The node's value, or None when the node does not exist."""
         try:
-            return self._request("READ", path).decode("utf-8", "replace")
+            raw = self._request("READ", path)
         except _XsReply as e:
             if e.code == "ENOENT":
                 return None
             raise e.error from None
+        return _text(path, raw)
 
     def write(self, path, value):
         """Write value, creating missing parents with empty values."""
