@@ -18,6 +18,9 @@ names and numbers are replaced by what they stand for ("<loop on disk.img>",
 - params that is neither a block device nor a regular file (missing image):
   the original writes hotplug-status=connected and exits 1 with no
   hotplug-error; xenrules reports "... does not exist." (hotplug-status=error);
+- a second `remove` (the freed device backs nothing): the original's
+  `losetup -d` fails and it exits 1; xenrules is done (exit 0), see
+  tests/test_idempotence.py;
 - a second `remove` once the freed loop device backs another image: the
   original's `losetup -d $node` detaches that other disk; xenrules sees the
   device no longer backs the vbd's image and refuses (error), leaving it;

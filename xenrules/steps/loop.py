@@ -298,7 +298,8 @@ class Attach(Step):
 class Detach(Step):
     type_name = "loop.detach"
     summary = ("detach a loop device, like `losetup -d DEV`; with `file`, only if the device "
-               "still backs that file (not reverted)")
+               "still backs that file, and a device that backs nothing is done already "
+               "(not reverted)")
     properties = {
         "dev": {"type": "string", "minLength": 1, "description": "the loop device, /dev/loopN"},
         "file": {"type": "string", "description": "the file the device must still back (same inode, "
@@ -311,8 +312,13 @@ class Detach(Step):
         if not is_loop_device(dev):
             raise StepError(f"losetup -d {dev!r}: not a loop device (/dev/loopN)")
         try:
+            # remove run twice: the device backs nothing, the work is done (the
+            # original's `losetup -d` fails there too, and it exits 0)
+            if path and status(dev) is None:
+                runtime.log("info", f"{dev} backs nothing: already detached")
+                return
             # a device freed earlier (remove run twice) may back another guest's disk by now
-            if path and status(dev) is not None and not backs(dev, path):
+            if path and not backs(dev, path):
                 raise StepError(f"{dev} is not attached to {path} but to {backing_file(dev)}: "
                                 "not detaching it")
             detach(dev)
