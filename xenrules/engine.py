@@ -123,7 +123,7 @@ def execute(rule, context, runtime, dry_run=False):
                 step.apply(runtime)
                 runtime.test_point(f"after:{n}")
         except Exception as e:   # a step failing for any reason must not leave things half-done
-            message = _with_origins(str(e), spec, context) if isinstance(e, XenrulesError) else \
+            message = str(e) if isinstance(e, XenrulesError) else \
                 f"internal error in {spec['type']}: {e!r} (a xenrules bug: the traceback is in the log)"
             if not isinstance(e, XenrulesError):
                 import traceback   # only a bug pays for it; at err, so it never vanishes
@@ -144,7 +144,10 @@ def execute(rule, context, runtime, dry_run=False):
             out.trace.append((spec, "failed", message, elapsed))
             out.failed = (spec, message, "busy" if busy else "error")
             out.code = 1
-            log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: {message}")
+            # hotplug-error keeps the original's words (libxl users and the differential
+            # tests know them); the log also says where each quoted value came from
+            log("err", f"{where(rule, spec)}: rule {rule['name']}: {spec['type']} failed: "
+                       f"{message}{_origins(message, spec, context)}")
             if not dry_run:
                 if budget is not None:
                     budget.reverting()
@@ -196,15 +199,13 @@ def report_failure(runtime, message, status):
         runtime.log("err", f"cannot report the failure to xenstore: {e}")
 
 
-def _with_origins(message, spec, context):
-    """The message after where each value it quotes came from (`bridge: xenstore
-    .../bridge`), so a refused hostile value names the key that held it."""
+def _origins(message, spec, context):
+    """Where each value the message quotes came from (` (bridge: xenstore
+    .../bridge)`), so the log names the key that held a refused hostile value."""
     from . import template
     seen = []
     for name in template.value_names(spec["args"]):
         value, origin = context.values.get(name, ("", ""))
         if value and (value in message or repr(value) in message) and origin:
             seen.append(f"{name}: {origin}")
-    # in front: a 4 KiB value is cut from the middle of hotplug-error (fit_message)
-    return ("; ".join(seen) + ": " if seen else "") + message
-
+    return f" ({'; '.join(seen)})" if seen else ""
