@@ -38,6 +38,11 @@ CAPITALISED = re.compile(r"(?<=[a-z])[A-Z](?:[a-z]+|[A-Z]+)(?![A-Za-z])")
 def seed_text():
     pages = [p for p in sorted(glob.glob(SEED_GLOB))
              if "NameFunctionalityDefined in" in open(p, encoding="utf-8").read()]
+    # The seed page is not part of the checkout: a machine without it (a
+    # user's clone) skips; CI (.ci/run sets XENRULES_CI) and the release
+    # containers (tools/container_check.py binds it in) must have it.
+    if not pages and not os.environ.get("XENRULES_CI"):
+        pytest.skip("no seed page matches %s (set XENRULES_SEED_GLOB)" % SEED_GLOB)
     assert pages, "no seed page with the function table matches %s" % SEED_GLOB
     with open(pages[0], encoding="utf-8") as fh:
         return fh.read()

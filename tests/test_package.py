@@ -10,6 +10,7 @@ is put back as found at the end (tools/pkgtest.py), even when a test fails.
 Run alone with `pytest -m package`; debian/tests/package runs the same.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -106,7 +107,7 @@ def test_deb_ships_launcher_rules_list_and_man_pages_but_nothing_in_etc_xen_scri
     units = sorted(f for f in os.listdir(os.path.join(REPO_ROOT, "systemd"))
                    if f.endswith((".service", ".socket"))) if os.path.isdir(os.path.join(REPO_ROOT, "systemd")) else []
     shipped = sorted(line.rsplit("/", 1)[1] for line in listing.splitlines()
-                     if "./lib/systemd/system/" in line and not line.endswith("/"))
+                     if re.search(r"\./(usr/)?lib/systemd/system/", line) and not line.endswith("/"))
     assert shipped == units
 
 

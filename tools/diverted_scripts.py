@@ -2,7 +2,8 @@
 """Which /etc/xen/scripts/<name> the package diverts: computed from the shipped rules.
 
 Rule: a script is diverted exactly when a shipped rule matches on
-`script: <name>` and Debian's xen-utils-common (4.17) ships that script.
+`script: <name>` and Debian's xen-utils-common 4.17 (bookworm) and 4.20
+(trixie) ship that script (the same set of hotplug scripts in both).
 Scripts of other Xen versions (vtpm is Xen 4.1 only) have rules but nothing
 to divert. Helpers (*.sh) and the vif-setup dispatcher (it execs $script)
 are never diverted: the diverted originals still source and call them.
@@ -18,6 +19,7 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The hotplug scripts in /etc/xen/scripts of xen-utils-common 4.17 (bookworm)
+# and 4.20 (trixie: the same names)
 # that the toolstack or udev runs by name. tests/test_package_lists.py checks
 # this against the real package. Not listed: helpers sourced by the scripts
 # (*.sh), vif-setup (a dispatcher), launch-xenstore (starts xenstored).
