@@ -408,3 +408,16 @@ def test_stopped_server_closes_client_connections(tmp_path):
     with pytest.raises((ConnectionError, OSError)):
         raw.request(READ, b"/\0")
     assert time.monotonic() - started < 5
+
+
+def test_stall_answers_nothing_until_it_ends_then_serves_the_waiting_request(server):
+    server.load({"/vm/name": "guest1"})
+    raw = Raw(server.socket_path)
+    server.stall(60)
+    raw.sock.sendall(HEADER.pack(READ, 7, 0, len(b"/vm/name\0")) + b"/vm/name\0")
+    raw.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        raw.receive()
+    server.stall(0)
+    raw.sock.settimeout(5)
+    assert raw.receive() == (READ, 7, 0, b"guest1")

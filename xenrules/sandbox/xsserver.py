@@ -28,6 +28,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 
 HEADER = struct.Struct("=IIII")
 PAYLOAD_MAX = 4096
@@ -149,6 +150,7 @@ class XenstoreServer:
         self._last_tx = 0
         self._thread = None
         self._stopping = False
+        self._stall_until = 0.0  # monotonic time before which nothing is answered
         self._handlers = {
             READ: self._read, WRITE: self._write, MKDIR: self._mkdir, RM: self._rm,
             DIRECTORY: self._directory, DIRECTORY_PART: self._directory_part,
@@ -195,6 +197,13 @@ class XenstoreServer:
         except FileNotFoundError:
             pass
 
+    def stall(self, seconds):
+        """Answer nothing for ``seconds`` (a fault for the torture run): requests
+        wait in the socket buffers, as with a xenstored that hangs, then are served.
+        stall(0) ends a stall early."""
+        self._stall_until = time.monotonic() + max(0.0, float(seconds))
+        self._wake()
+
     def snapshot(self):
         with self._lock:
             return {path: node.value.decode("utf-8", "surrogateescape")
@@ -229,6 +238,9 @@ class XenstoreServer:
     def _serve(self):
         while not self._stopping:
             ready = self._sel.select()
+            # a stall (stall()): serve what came only after it; stall(0) or stop() ends it
+            while self._stall_until > time.monotonic() and not self._stopping:
+                time.sleep(min(0.05, self._stall_until - time.monotonic()))
             with self._lock:
                 for key, mask in ready:
                     if key.fileobj is self._listener:
