@@ -13,9 +13,18 @@ import torture  # noqa: E402
 
 
 def test_one_quick_round_with_a_kill_loses_no_state_and_leaks_nothing():
-    result = torture.run(rounds=1, events=16, seed=1, kill_share=1 / 16, report=False)
+    result = torture.run(rounds=1, events=16, seed=1, kill_share=1 / 16, report=False,
+                         stall_share=0)
     f = result["torture"]
     assert f["events"] == 16 and f["rounds"] == 1
+    assert (f["failures"], f["leaks"], f["state_lost"]) == (0, 0, 0), result["findings"]
+
+
+def test_a_round_under_a_xenstore_stall_ends_every_event_done_or_reverted_then_converges():
+    result = torture.run(rounds=1, events=8, seed=2, kill_share=1 / 8, report=False,
+                         stall_share=1)
+    f = result["torture"]
+    assert f["faults"]["xs_stall"] == 1 and f["events"] == 8
     assert (f["failures"], f["leaks"], f["state_lost"]) == (0, 0, 0), result["findings"]
 
 
@@ -82,3 +91,12 @@ def test_the_checker_reports_a_process_left_in_an_event_session(run_dir):
     finally:
         child.kill()
         child.wait()
+
+
+def test_events_caught_in_a_stall_longer_than_the_deadline_end_reverted_then_converge(monkeypatch):
+    monkeypatch.setattr(torture, "STALL_SECONDS", (torture.DEADLINE + 2, torture.DEADLINE + 2))
+    result = torture.run(rounds=1, events=4, seed=3, kill_share=0, report=False, stall_share=1,
+                         log=lambda *a: None)
+    f = result["torture"]
+    assert f["stall_reverted"] > 0
+    assert (f["failures"], f["leaks"], f["state_lost"]) == (0, 0, 0), result["findings"]

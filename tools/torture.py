@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """`make torture`: rounds of concurrent hotplug events on the simulated dom0,
 a share of them SIGKILLed at random times, then recovered, then checked for
-leaks (osstest ts-leak-check style).
+leaks (osstest ts-leak-check style). A share of rounds (--stall-share) also
+has the XenStore server stall (answer nothing) for 0.5-2 s mid-round; events
+then run under a short XENRULES_DEADLINE and must end done, or reverted (link
+as before, hotplug-status=error, or unwritten if XenStore was still hung), and
+the device's next event must converge.
 
 Each round fires one event per device at once (vif-bridge online/offline,
 each flipping the device's state), SIGKILLs about --kill-share of them after
@@ -12,7 +16,7 @@ under the run dirs; no process of the round left; no loop device, network
 namespace or fd (of this process) more than before. Prints the figures and
 writes build/reliability/torture.json and docs/RELIABILITY.md.
 
-    /usr/bin/python3 tools/torture.py [--rounds N] [--events N] [--seed S] [--quick]
+    /usr/bin/python3 tools/torture.py [--rounds N] [--events N] [--seed S] [--stall-share F] [--quick]
 """
 import argparse
 import fcntl
@@ -33,6 +37,8 @@ sys.path[:0] = [REPO_ROOT]
 TAG = "w9t"          # every namespace/dir this run makes carries it
 PYTHON = "/usr/bin/python3"
 VIF_BACK = "/local/domain/0/backend/vif/%d/0"
+DEADLINE = 4                # XENRULES_DEADLINE in torture, s
+STALL_SECONDS = (0.5, 2.0)  # a XenStore stall lasts this long
 RELIABILITY = os.path.join(REPO_ROOT, "build", "reliability")
 
 
@@ -161,16 +167,19 @@ def _spawn(dom0, argv, env, out):
 
 
 class Torture:
-    def __init__(self, dom0, workdir, devices, rng, kill_share):
+    def __init__(self, dom0, workdir, devices, rng, kill_share, server=None, stall_share=0.0):
         self.dom0, self.workdir, self.rng, self.kill_share = dom0, workdir, rng, kill_share
+        self.server, self.stall_share = server, stall_share   # XenStore stalls: this share of rounds
         self.domids = list(range(1, devices + 1))
         self.online = {d: False for d in self.domids}
         for d in self.domids:
             dom0.add_vif(d, 0)
-        self.xr_env = dom0.xenrules_env()
+        # a short event deadline, so an event caught in a XenStore stall ends (reverted) soon
+        self.xr_env = dict(dom0.xenrules_env(), XENRULES_DEADLINE=str(DEADLINE))
         self.baseline = Baseline(dom0.journal_dir, [dom0.state_dir, dom0.journal_dir])
         self.figures = {"events": 0, "killed": 0, "recovered": 0, "failures": 0, "leaks": 0,
-                        "state_lost": 0, "rounds": 0, "faults": {"sigkill": 0}}
+                        "state_lost": 0, "rounds": 0, "stall_reverted": 0,
+                        "faults": {"sigkill": 0, "xs_stall": 0}}
         self.findings = []
 
     def _event(self, d, command):
@@ -208,13 +217,26 @@ class Torture:
     def round(self):
         self.sids = set()
         kill = set(self.rng.sample(self.domids, max(1, round(len(self.domids) * self.kill_share))))
+        stall = None
+        if self.server is not None and self.rng.random() < self.stall_share:
+            stall = threading.Timer(self.rng.uniform(0.0, 0.5), self.server.stall,
+                                    (self.rng.uniform(*STALL_SECONDS),))
+            stall.start()
+            self.figures["faults"]["xs_stall"] += 1
         codes = self._fire(self.domids, kill)
+        if stall is not None:
+            stall.join()
+            self.server.stall(0)   # every event has ended: the stall has done its work
         killed = {d for d, c in codes.items() if c == -signal.SIGKILL}
+        reverted = set()
         self.figures["events"] += len(codes)
         self.figures["killed"] += len(killed)
         self.figures["faults"]["sigkill"] += len(killed)
         for d, c in codes.items():
-            if c != 0 and d not in killed:
+            if c != 0 and d not in killed and stall is not None and self._reverted(d):
+                reverted.add(d)   # ended by the deadline, reverted: allowed under a stall
+                self.figures["stall_reverted"] += 1
+            elif c != 0 and d not in killed:
                 self._finding("failure", "vif%d.0 exit %d: %s" % (d, c, self._why(d)))
             elif c == 0:
                 self.online[d] = not self.online[d]
@@ -222,12 +244,12 @@ class Torture:
         proc = self.dom0.run([PYTHON, "-m", "xenrules", "recover"], dict(self.xr_env))
         if proc.returncode != 0:
             self._finding("failure", "recover exit %d: %s" % (proc.returncode, proc.stdout[-600:]))
-        if killed:
-            again = self._fire(sorted(killed), set())
+        if killed or reverted:   # the next event for each such device converges
+            again = self._fire(sorted(killed | reverted), set())
             for d, c in again.items():
                 if c == 0:
                     self.online[d] = not self.online[d]
-                    self.figures["recovered"] += 1
+                    self.figures["recovered"] += d in killed
                 else:
                     self._finding("failure", "vif%d.0 after recovery exit %d: %s"
                                   % (d, c, self._why(d)))
@@ -235,6 +257,16 @@ class Torture:
         for leak in self.baseline.check(self.sids):
             self._finding("leak", leak)
         self.figures["rounds"] += 1
+
+    def _reverted(self, d):
+        """An event that failed under a stall left the link as it was before (on the
+        bridge if it was online, off it if not) and hotplug-status=error, or, when
+        XenStore stayed hung past the deadline so that write could not be made, the
+        status it had before ("connected" if online, none if not)."""
+        status = self.dom0.xs_read(VIF_BACK % d + "/hotplug-status") or ""
+        link = self.dom0.links().get("vif%d.0" % d) or {}
+        on = link.get("master") == "xenbr0"
+        return on == self.online[d] and status in ("error", "connected" if on else "")
 
     def _check_state(self):
         links = self.dom0.links()
@@ -308,6 +340,8 @@ def write_report(result, path):
         "| events run (concurrent per round) | %d (%d) |" % (f["events"], result["events_per_round"]),
         "| events SIGKILLed | %d |" % f["killed"],
         "| killed events recovered | %d |" % f["recovered"],
+        "| events reverted by the deadline under a XenStore stall (allowed) | %d |"
+        % f.get("stall_reverted", 0),
         "| faults injected | %s |" % ", ".join("%s %d" % kv for kv in sorted(f["faults"].items())),
         "| failures (goal 0) | %d |" % f["failures"],
         "| leaks (goal 0) | %d |" % f["leaks"],
@@ -315,7 +349,8 @@ def write_report(result, path):
         "| running time | %.1f s |" % result["seconds"],
         "| seed | %d |" % result["seed"],
         "",
-        "Events: vif-bridge online/offline through `python3 -m xenrules.hotplug`, no warm helper.",
+        "Events: vif-bridge online/offline through `python3 -m xenrules.hotplug`, no warm helper;"
+        " XENRULES_DEADLINE=%d s; a XenStore stall lasts %.1f-%.1f s." % ((DEADLINE,) + STALL_SECONDS),
         "",
         "## Other reliability runs (build/reliability/*.json)",
         "",
@@ -334,7 +369,7 @@ def write_report(result, path):
         out.write("\n".join(lines))
 
 
-def run(rounds, events, seed, kill_share=0.1, report=True, log=print):
+def run(rounds, events, seed, kill_share=0.1, report=True, log=print, stall_share=0.3):
     from xenrules.sandbox.xsserver import XenstoreServer
     from xenrules.sandbox.dom0 import SimulatedDom0
     rng = random.Random(seed)
@@ -344,7 +379,7 @@ def run(rounds, events, seed, kill_share=0.1, report=True, log=print):
     server.start()
     try:
         with SimulatedDom0(server, prefix="xr%s" % TAG) as dom0:
-            t = Torture(dom0, top, events, rng, kill_share)
+            t = Torture(dom0, top, events, rng, kill_share, server, stall_share)
             for n in range(rounds):
                 t.round()
                 log("round %d/%d: %s" % (n + 1, rounds, json.dumps(t.figures)))
@@ -367,11 +402,13 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--events", type=int, default=256)
     p.add_argument("--seed", type=int, default=9)
+    p.add_argument("--stall-share", type=float, default=0.3,
+                   help="share of rounds with a XenStore stall of 0.5-2 s")
     p.add_argument("--quick", action="store_true", help="one round of 16 events")
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.events = 1, 16
-    result = run(a.rounds, a.events, a.seed)
+    result = run(a.rounds, a.events, a.seed, stall_share=a.stall_share)
     f = result["torture"]
     print("torture: %d events, %d killed, %d recovered, %d failures, %d leaks, %d state lost, %.1f s"
           % (f["events"], f["killed"], f["recovered"], f["failures"], f["leaks"],
