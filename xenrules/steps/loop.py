@@ -44,7 +44,8 @@ FALSE_WORDS = ("0", "false", "no", "off", "")
 def is_loop_device(path):
     """/dev/loopN, nothing else (no re: the event path stays light)."""
     number = (path or "").removeprefix("/dev/loop")
-    return number != path and number.isascii() and number.isdigit()
+    # minors are 20 bits: more digits than that name no device ever
+    return number != path and 0 < len(number) <= 7 and number.isascii() and number.isdigit()
 
 
 def _info(flags, file_name):
@@ -239,6 +240,8 @@ class Attach(Step):
         path = self.args["file"]
         if not path.startswith("/"):
             raise StepError(f"loop.attach: {path!r} is not an absolute path")
+        from .block import refuse_kernel_file
+        refuse_kernel_file(path)   # /proc/sys/... as a guest's disk: never
         _flag(self.args.get("read_only", "no"), "read_only")
         node = self.args.get("record")
         try:
