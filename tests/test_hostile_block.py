@@ -575,3 +575,27 @@ def test_bash_takes_nothing_from_the_events_environment_as_code(vifbox):
         if wrong:
             bad[key] = wrong
     assert not bad, bad
+
+
+# -- the backing file swapped after the checks -----------------------------------------
+
+ATTACH = ("import sys; sys.path.insert(0, %r)\n"
+          "from xenrules.steps import loop\n"
+          "try:\n    loop.attach(sys.argv[1], True)\nexcept OSError as e:\n"
+          "    print('refused', e.strerror)\nelse:\n    print('attached')\n")
+
+
+@pytest.mark.parametrize("what", ["fifo", "/dev/null", "/dev/zero"])
+def test_attach_never_waits_on_or_binds_what_is_no_file_or_block_device(what, tmp_path):
+    # a FIFO put where the image was (after block.check_file) blocked the open for
+    # good (no writer), past libxl's timeout; a character device was opened for real
+    import subprocess
+    path = str(tmp_path / "fifo") if what == "fifo" else what
+    if what == "fifo":
+        os.mkfifo(path)
+    try:
+        done = subprocess.run([PYTHON, "-c", ATTACH % REPO_ROOT, path], capture_output=True,
+                              text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("loop.attach(%s) still waiting after 20 s" % what)
+    assert done.stdout.startswith("refused"), done.stdout + done.stderr
