@@ -53,7 +53,7 @@ def _write_figures():
         json.dump(dict(TRIED, suite="tests/test_hostile_block.py",
                        what="block keys params, mode, type, frontend-id, state, node; "
                             "XENBUS_TYPE/XENBUS_BASE_PATH; vif-post.d hook variables and "
-                            "environment"), f, indent=1)
+                            "environment; udev's script"), f, indent=1)
 
 
 def _count(key, wrong, value):
@@ -599,3 +599,52 @@ def test_attach_never_waits_on_or_binds_what_is_no_file_or_block_device(what, tm
     except subprocess.TimeoutExpired:
         pytest.fail("loop.attach(%s) still waiting after 20 s" % what)
     assert done.stdout.startswith("refused"), done.stdout + done.stderr
+
+
+# -- the script a udev event names (vif-setup execs $script) --------------------------
+
+SCRIPTS = ["../../../../bin/touch", "/bin/sh", "a;touch " + CANARY, "$(touch %s)" % CANARY,
+           "..", ".", "vif-bridge\n", "vif-bridge;x", "x" * 4000, "a\udcffb", "vif-bridge "]
+
+
+def test_hostile_script_of_a_udev_event_runs_nothing(vifbox):
+    # the original vif-setup runs `exec $script`, whatever it names; xenrules
+    # takes its base name and runs a rule or the original of that name only
+    dom0, d = vifbox[0], vifbox[1]
+    bad = {}
+    for value in SCRIPTS:
+        dom0.xs_rm(BACK_VIF + "/hotplug-error")
+        dom0.xs_rm(BACK_VIF + "/hotplug-status")
+        before = [dom0.ip_json(what) for what in ("link", "addr", "route")]
+        env = dom0.hotplug_env(1, 0)
+        env.update({"script": value, "XENRULES_LOCK_DIR": os.path.join(d, "locks"),
+                    "XENRULES_LOG_FILE": os.path.join(d, "log")})
+        proc = dom0.run_xenrules("vif-setup", ["online", "type_if=vif"], env)
+        wrong = []
+        if proc.returncode == 0:
+            wrong.append("exit 0")
+        said = dom0.xs_read(BACK_VIF + "/hotplug-error") or ""
+        if "names no script" not in said and "no rule for" not in said:
+            wrong.append("hotplug-error %r" % said[:120])
+        if [dom0.ip_json(what) for what in ("link", "addr", "route")] != before:
+            wrong.append("namespace changed")
+        if os.path.lexists(CANARY):
+            os.unlink(CANARY)
+            wrong.append("created " + CANARY)
+        if value in ("..", ".", "vif-bridge\n") and "names no script" not in said:
+            wrong.append("not refused as no script name: %r" % said[:120])
+        _count("script (udev)", wrong, value)
+        if wrong:
+            bad[repr(value[:40])] = wrong
+    assert not bad, bad
+
+
+def test_a_script_name_that_is_not_utf8_is_logged_and_reported_as_text(tmp_path):
+    # before: syslog.openlog raised UnicodeEncodeError, the event died with a
+    # traceback and libxl got no hotplug-error
+    from xenrules import engine
+    from xenrules.log import Log
+    log = Log("vif-\udcff", path=str(tmp_path / "log"))
+    log("err", "value a\udcffb")
+    assert "vif-\\udcff" in (tmp_path / "log").read_text()
+    assert engine.fit_message("no rule for a\udcffb").encode("utf-8") == b"no rule for a\\udcffb"
