@@ -115,11 +115,17 @@ fuzz: deps
 
 # Rounds of 256 concurrent vif events on the simulated dom0, ~10% SIGKILLed at random
 # times then recovered, with a leak check after every round (tools/torture.py):
-# writes build/reliability/torture.json and docs/RELIABILITY.md.
+# writes build/reliability/torture.json and docs/RELIABILITY.md (with the hostile and fuzz figures).
 # `make check` runs one quick round and the leak checker's self-tests (tests/test_torture.py).
 .PHONY: torture
 torture: deps
 	$(PYTHON) tools/torture.py
+
+# docs/RELIABILITY.md again from its own torture figures and what `make fuzz` and the
+# hostile-values tests (tests/test_hostile_*.py) left in build/reliability (tools/reliability_report.py).
+.PHONY: reliability-report
+reliability-report:
+	$(PYTHON) tools/reliability_report.py
 
 # The compiled launcher (launcher/xenrules-launcher.c, issue 10) for the checkout:
 # Debian's hardening flags, no warning allowed; its fallback execs this checkout's

@@ -33,7 +33,7 @@ import threading
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO_ROOT]
+sys.path[:0] = [REPO_ROOT, os.path.dirname(os.path.abspath(__file__))]
 TAG = "w9t"          # every namespace/dir this run makes carries it
 PYTHON = "/usr/bin/python3"
 VIF_BACK = "/local/domain/0/backend/vif/%d/0"
@@ -307,31 +307,19 @@ def machine():
 
 
 def other_figures():
-    """What `make fuzz` (and a hostile-values run, if any) left in build/reliability."""
-    out = {}
-    for name in ("fuzz", "hostile"):
-        path = os.path.join(RELIABILITY, name + ".json")
-        try:
-            with open(path) as f:
-                out[name] = json.load(f)
-        except (OSError, ValueError):
-            out[name] = None
-    return out
-
-
-def _summary(data):
-    if data is None:
-        return "not run"
-    keep = {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and len(str(v)) < 60}
-    return ", ".join("%s %s" % (k, v) for k, v in sorted(keep.items())) or "see json"
+    """What `make fuzz` and the hostile-values tests left in build/reliability."""
+    import reliability_report
+    return reliability_report.load(RELIABILITY)
 
 
 def write_report(result, path):
+    import reliability_report   # tools/: the hostile and fuzz sections, the embedded figures
     f, m = result["torture"], result["machine"]
     lines = [
         "# Reliability figures",
         "",
-        "Written by `make torture` (tools/torture.py); do not edit by hand.",
+        "Written by `make torture` (tools/torture.py; `make reliability-report` refreshes the"
+        " hostile and fuzz figures); do not edit by hand.",
         "",
         "## Torture (simulated dom0)",
         "",
@@ -352,11 +340,7 @@ def write_report(result, path):
         "Events: vif-bridge online/offline through `python3 -m xenrules.hotplug`, no warm helper;"
         " XENRULES_DEADLINE=%d s; a XenStore stall lasts %.1f-%.1f s." % ((DEADLINE,) + STALL_SECONDS),
         "",
-        "## Other reliability runs (build/reliability/*.json)",
-        "",
-        "- rule files fuzzed (`make fuzz`): %s" % _summary(result["other"].get("fuzz")),
-        "- hostile values: %s" % _summary(result["other"].get("hostile")),
-        "",
+    ] + reliability_report.sections(result["other"]) + [
         "## Machine",
         "",
         "nproc %d, load %s, kernel %s, python %s."
@@ -365,8 +349,9 @@ def write_report(result, path):
     ]
     if result["findings"]:
         lines += ["## Findings", ""] + ["- " + x.replace("\n", " ")[:300] for x in result["findings"][:50]] + [""]
+    lines.append(reliability_report.embed(result))   # so the page can be rendered again
     with open(path, "w") as out:
-        out.write("\n".join(lines))
+        out.write("\n".join(lines) + "\n")
 
 
 def run(rounds, events, seed, kill_share=0.1, report=True, log=print, stall_share=0.3):
@@ -413,6 +398,8 @@ def main(argv=None):
     print("torture: %d events, %d killed, %d recovered, %d failures, %d leaks, %d state lost, %.1f s"
           % (f["events"], f["killed"], f["recovered"], f["failures"], f["leaks"],
              f["state_lost"], result["seconds"]))
+    import reliability_report
+    print(reliability_report.summary_line(result["other"]))
     return 1 if f["failures"] or f["leaks"] or f["state_lost"] else 0
 
 

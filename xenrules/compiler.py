@@ -149,12 +149,23 @@ def _compile_rule(src, where, item, problems):
             for k, v in value.items():
                 check_value(v, at + (k,))
 
+    def template_error(text, at):
+        try:
+            template.names(text)
+        except TemplateError as e:
+            problems.append(src.problem(where + at, str(e)))
+
     def check_condition(cond, at, top=True):
-        for name in conditions.names(cond) if top else ():   # names() already recurses
+        try:
+            read = conditions.names(cond) if top else ()   # names() already recurses
+        except TemplateError:
+            read = ()   # reported below, at the value that holds it (make fuzz found this)
+        for name in read:
             if name not in known:
                 problems.append(src.problem(where + at, f"unknown variable {name!r} in condition"))
         check_value(cond.get("equals") or {}, at + ("equals",))
         for name, pattern in (cond.get("matches") or {}).items():
+            template_error(str(pattern), at + ("matches", name))
             try:
                 re.compile(pattern)
             except re.error as e:

@@ -182,7 +182,10 @@ def report_within_budget(runtime, message, status):
 def fit_message(message, limit=1500):
     """A message short enough for one xenstored write (4096 bytes with the
     path): a quoted hostile value of 4 KiB made the write fail, so libxl saw
-    no hotplug-error at all. Head and tail are kept: the tail names the key."""
+    no hotplug-error at all. Head and tail are kept: the tail names the key.
+    Bytes of argv/env that are not UTF-8 are written escaped (\\udcff): a
+    reader of hotplug-error (ours refuses them) gets text."""
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(message) <= limit:
         return message
     cut = len(message) - limit

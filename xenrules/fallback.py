@@ -43,6 +43,10 @@ def _is_launcher(path):
 
 def run_original(config, event, log, reason):
     """exec the original script with the same argv and environment. Never returns."""
+    if event.script in (".", "..") or not event.script.isprintable():
+        # udev's `script` (vif-setup) names it: '..' would be the scripts' parent
+        # directory, a newline no file the package diverts
+        raise XenrulesError(f"{reason}, and {event.script!r} names no script to fall back to")
     path = original_path(config, event.script)
     came_from = event.env.get(FALLBACK_MARK)
     if came_from is not None:

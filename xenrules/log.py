@@ -15,6 +15,9 @@ _ALIASES = {"warn": "warning", "error": "err"}
 
 class Log:
     def __init__(self, tag, level="info", path=None, echo=None):
+        # the script's name comes from argv0 or udev's `script`: bytes that are
+        # not UTF-8 made openlog raise before the event could report anything
+        tag = tag.encode("utf-8", "backslashreplace").decode("utf-8")
         self.tag = tag
         self.threshold = LEVELS.get(_ALIASES.get(level, level), syslog.LOG_INFO)
         self.path = path

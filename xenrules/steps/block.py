@@ -6,7 +6,8 @@ A vbd's backend says what to export in `params` (a device or a file), how in
 bash, with the same messages:
 
   block.check_phy             expand_dev, links resolved, must be a block device
-  block.check_file            readlink -f, must be a regular file
+  block.check_file            readlink -f, must be a regular file, not on a
+                              kernel file system (/proc, /sys, ...)
   block.check_writable        mode w needs a file with a write bit (else ebusy)
   block.check_sharing         check_sharing + do_ebusy: /proc/mounts, loop
                               devices on the same file, other guests'
@@ -14,7 +15,8 @@ bash, with the same messages:
   block.write_physical_device write_dev: physical-device (hex major:minor)
                               and physical-device-path
   block.run_original          other types: the original `block` script, which
-                              runs block-<type> (a type with / or .. is refused)
+                              runs block-<type> (a type that is no script name
+                              is refused)
 """
 import os
 import stat
@@ -97,6 +99,67 @@ def _unescape_mount_field(text):
     return "".join(out)
 
 
+# File systems whose files are kernel or process state, never disk images:
+# a guest given /proc/sys/kernel/core_pattern read-write through a loop
+# device would write dom0's sysctls (losetup, so the original, attaches it).
+KERNEL_FS = frozenset(("proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs",
+                       "cgroup", "cgroup2", "bpf", "efivarfs", "pstore", "devpts",
+                       "selinuxfs", "binfmt_misc", "fusectl", "mqueue", "nsfs"))
+# domids of guests: DOMID_FIRST_RESERVED (0x7FF0) and above are Xen's own
+DOMID_LIMIT = 0x7FF0
+
+
+def filesystem_of(path, mountinfo):
+    """The file system type holding path (absolute, links resolved) from the
+    text of /proc/self/mountinfo: the longest mount point that is path or a
+    directory above it, the last such line when mounts are stacked."""
+    best, fstype = -1, ""
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        try:
+            point = _unescape_mount_field(fields[4])
+            kind = fields[fields.index("-", 6) + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best, fstype = len(point), kind
+    return fstype
+
+
+def kernel_fs_of(path):
+    """The kernel file system (proc, sysfs...) path is on, or '' for any other."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    kind = filesystem_of(os.path.realpath(path), text)
+    return kind if kind in KERNEL_FS else ""
+
+
+def refuse_kernel_file(path):
+    """StepError when path is a file of /proc, /sys or the like: no disk image."""
+    kind = kernel_fs_of(path)
+    if kind:
+        raise StepError(f"{path} is a file of the kernel's {kind} file system, not a disk "
+                        "image: refused")
+
+
+def is_domid(text):
+    """A guest's domain id as libxl writes it: ASCII digits, below 0x7FF0."""
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) < DOMID_LIMIT
+
+
+def valid_block_type(kind):
+    """A `type` the original may turn into block-<type>: empty (the original's
+    own branches) or a script name word, no path, no space or shell syntax."""
+    if not kind:
+        return True
+    return (len(kind) <= 64 and kind.isascii() and ".." not in kind and kind[0].isalnum()
+            and all(c.isalnum() or c in "_.+-" for c in kind))
+
+
 def _read_default(xs, path, default):
     # xenstore_read_default: a node that exists, even empty, is its value
     value = xs.read(path)
@@ -166,6 +229,21 @@ def find_conflict(xs, numbers, mode, frontend_id, backends, mounts="/proc/self/m
     return None
 
 
+def _absolute(path):
+    # xenstored resolves a relative path under dom0's own directory
+    return path if path.startswith("/") else "/local/domain/0/" + path
+
+
+def _same_family(backend, backends):
+    """The list the sharing check reads must be the one holding this very
+    backend: XENBUS_TYPE/XENBUS_BASE_PATH naming another list (backend/vif)
+    would let a second guest have a disk another has read-write."""
+    parent = backend.rstrip("/").rsplit("/", 2)[0]
+    if _absolute(parent) != _absolute(backends.rstrip("/")):
+        raise StepError(f"the sharing check would read {backends!r}, but this device's backend "
+                        f"is {backend!r}: XENBUS_BASE_PATH/XENBUS_TYPE do not match XENBUS_PATH")
+
+
 def busy_message(prefix, mode, where):
     """do_ebusy's sentence, word for word."""
     dom, when = ("a guest ", "now") if where == "guest" else ("the privileged ", "by a guest")
@@ -199,7 +277,8 @@ class CheckPhy(Step):
 
 class CheckFile(Step):
     type_name = "block.check_file"
-    summary = "the file (links resolved, like readlink -f) must exist and be a regular file"
+    summary = ("the file (links resolved, like readlink -f) must exist, be a regular file and "
+               "not be on a kernel file system (/proc, /sys, debugfs...)")
     properties = {"path": dict(PATH, description="the backend's params, a disk image")}
     required = ("path",)
 
@@ -210,6 +289,7 @@ class CheckFile(Step):
             raise StepError(f"{path} does not exist.")
         if not os.path.isfile(resolved):
             raise StepError(f"{resolved} does not exist.")
+        refuse_kernel_file(resolved)
 
     def describe(self):
         return f"require regular file {self.args['path']}"
@@ -253,6 +333,10 @@ class CheckSharing(Step):
     def apply(self, runtime):
         from .loop import devices_of
         from .xenstore import checked_path
+        frontend_id = self.args["frontend_id"]
+        if not is_domid(frontend_id):
+            # the check compares VMs by it: a guess could share another guest's disk
+            raise StepError(f"frontend-id {frontend_id!r} is not a domain id")
         mode = canonical_mode(self.args["mode"])
         if mode == "!":
             return
@@ -260,6 +344,7 @@ class CheckSharing(Step):
         if bool(device) == bool(path):
             raise StepError("block.check_sharing: give either device or file")
         backends = checked_path(self.args["backends"])
+        _same_family(runtime.backend_path(), backends)
         if path:
             # the loop devices already attached to this very file (device and inode)
             try:
@@ -271,7 +356,7 @@ class CheckSharing(Step):
         numbers = {_parse_mm(n): n for n in names if n}
         if not numbers:
             return
-        found = find_conflict(runtime.xenstore, numbers, mode, self.args["frontend_id"], backends)
+        found = find_conflict(runtime.xenstore, numbers, mode, frontend_id, backends)
         if found is None:
             return
         where, mm = found
@@ -324,14 +409,17 @@ class RunOriginal(Step):
     properties = {
         "reason": {"type": "string", "description": "why, for the log"},
         "type": {"type": "string", "description": "the backend's type: the original runs "
-                                                  "block-<type>, so a '/' or '..' in it is refused"},
+                                                  "block-<type>, so a type that is no script name "
+                                                  "(a '/', '..', space, shell syntax, over 64 "
+                                                  "bytes) is refused"},
     }
 
     def apply(self, runtime):
         from ..fallback import run_original
         kind = self.args.get("type") or ""
-        if "/" in kind or ".." in kind:
-            # the original would run ${XEN_SCRIPT_DIR}/block-$type: no path outside that directory
+        if not valid_block_type(kind):
+            # the original would test ${XEN_SCRIPT_DIR}/block-$type: no path outside that
+            # directory, no name no script of Xen's has
             raise StepError(f"refusing block type {kind!r}: block-<type> must name a script "
                             "in the scripts directory")
         reason = self.args.get("reason") or "handed over by the rule"

@@ -110,6 +110,22 @@ call_hooks "${__xr_callargs[@]}"
 '''
 
 
+# What bash itself takes from its environment as code or as a change of its
+# rules: BASH_ENV/ENV are sourced before the prelude, BASH_FUNC_x%% become
+# functions (one named xenstore-read would replace the command), SHELLOPTS
+# and BASHOPTS switch options (xtrace + PS4 runs command substitutions),
+# GLOBIGNORE would hide hooks from the glob. A hook gets none of them: its
+# variables come from the rule, as data.
+BASH_CONTROL = ("BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "BASH_XTRACEFD", "PS4",
+                "GLOBIGNORE", "BASH_COMPAT", "BASH_LOADABLES_PATH", "INPUTRC")
+
+
+def hook_environment(env):
+    """The event's environment without what would make bash run or skip code."""
+    return {k: v for k, v in env.items()
+            if k not in BASH_CONTROL and not k.startswith("BASH_FUNC_")}
+
+
 def valid_var_name(name):
     """A shell identifier that is not one of the prelude's own variables."""
     return is_name(name) and name.isascii() and not name.startswith(RESERVED_PREFIX)
@@ -197,7 +213,8 @@ class Run(Step):
             runtime.log("debug", "sourcing " + " ".join(hooks))
             # its own process group, so that a timeout stops what the hooks started too
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env=dict(runtime.event.env), start_new_session=True)
+                                    env=hook_environment(runtime.event.env),
+                                    start_new_session=True)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -44,7 +44,8 @@ FALSE_WORDS = ("0", "false", "no", "off", "")
 def is_loop_device(path):
     """/dev/loopN, nothing else (no re: the event path stays light)."""
     number = (path or "").removeprefix("/dev/loop")
-    return number != path and number.isascii() and number.isdigit()
+    # minors are 20 bits: more digits than that name no device ever
+    return number != path and 0 < len(number) <= 7 and number.isascii() and number.isdigit()
 
 
 def _info(flags, file_name):
@@ -86,10 +87,28 @@ def _configure(dev, file_fd, file_name, read_only, legacy=False):
         os.close(fd)
 
 
+def _open_backing(path, flags):
+    """Open a backing file without waiting or side effects: a FIFO or device
+    swapped in after the checks would block the open (no writer) or act on
+    it (a tty, a watchdog); only a regular file or a block device is kept."""
+    import fcntl
+    import stat
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            raise OSError(errno.EINVAL, "not a regular file or block device")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def attach_to(dev, path, read_only, legacy=False):
     """Attach path to the loop device dev (EBUSY if it is bound already);
     legacy: LOOP_SET_FD + LOOP_SET_STATUS64 as on kernels before 5.8."""
-    file_fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+    file_fd = _open_backing(path, os.O_RDONLY if read_only else os.O_RDWR)
     try:
         _configure(dev, file_fd, path, read_only, legacy)
     finally:
@@ -102,11 +121,11 @@ def attach(path, read_only):
     Like losetup, a file that cannot be opened for writing (read-only file
     system) is attached read-only rather than refused."""
     try:
-        file_fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+        file_fd = _open_backing(path, os.O_RDONLY if read_only else os.O_RDWR)
     except OSError as e:
         if read_only or e.errno not in (errno.EROFS, errno.EACCES):
             raise
-        file_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        file_fd = _open_backing(path, os.O_RDONLY)
         read_only = True
     try:
         for _ in range(_ATTEMPTS):
@@ -239,6 +258,8 @@ class Attach(Step):
         path = self.args["file"]
         if not path.startswith("/"):
             raise StepError(f"loop.attach: {path!r} is not an absolute path")
+        from .block import refuse_kernel_file
+        refuse_kernel_file(path)   # /proc/sys/... as a guest's disk: never
         _flag(self.args.get("read_only", "no"), "read_only")
         node = self.args.get("record")
         try:
