@@ -38,6 +38,7 @@ sections of docs/RELIABILITY.md.
     /usr/bin/python3 tools/torture.py [--rounds N] [--events N] [--seed S] [--stall-share F] [--quick]
 """
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -63,6 +64,7 @@ DOM0_IP = "192.0.2.1"        # the uplink eth0's address (vif-route's source add
 VBD_DEVID = 51712            # xvda
 MODES = ("in-process", "helper")
 HELPER_MAX_EVENTS = 16
+BLOCK_KILL_FACTOR = 3        # a disk's chance of a kill, in kill shares
 BLOCK_MIN_EVENTS = 12        # fewer devices a round: vifs only (the stall tests)
 # events owned keys: what a hotplug event may write in its backend
 OWNED = ("hotplug-status", "hotplug-error", "physical-device", "physical-device-path", "node")
@@ -573,10 +575,14 @@ class Torture:
             self.figures["helper_served"] += len(set(pids) & self._served())
         return codes
 
-    def _typical(self, kind):
-        """The median time an event of this kind took so far (0.5 s before any)."""
-        seen = sorted(self.durations.get(kind, ())[-512:])
-        return seen[len(seen) // 2] if seen else 0.5
+    def _typical(self, kind=None):
+        """The median time an event of this kind (of any kind) took so far, or a
+        guess before any ended: 0.5 s (0.2 s for any)."""
+        if kind is None:
+            seen = sorted(x for v in self.durations.values() for x in v[-512:])
+        else:
+            seen = sorted(self.durations.get(kind, ())[-512:])
+        return seen[len(seen) // 2] if seen else (0.5 if kind else 0.2)
 
     def _served(self):
         try:
@@ -638,12 +644,19 @@ class Torture:
     def round(self, mode=None):
         mode = mode or MODES[self.figures["rounds"] % 2 if self.helper else 0]
         self.sids = set()
-        kill = set(self.rng.sample(self.devices, max(1, round(len(self.devices) * self.kill_share))))
-        if self.kill_share == 0:
-            kill = set()
+        kill = set()
+        if self.kill_share > 0:
+            nets = [d for d in self.devices if not d.kind.startswith("block")]
+            disks = [d for d in self.devices if d.kind.startswith("block")]
+            kill = set(self.rng.sample(nets, max(1, round(len(nets) * self.kill_share))) if nets else [])
+            # the disks are few (the machine has few loop devices): each has
+            # BLOCK_KILL_FACTOR times the share, so kills hit them every round or two
+            kill |= {d for d in disks
+                     if self.rng.random() < min(1.0, self.kill_share * BLOCK_KILL_FACTOR)}
         stall = None
         if self.server is not None and self.rng.random() < self.stall_share:
-            stall = threading.Timer(self.rng.uniform(0.0, 0.5), self.server.stall,
+            # begins within the first half of a typical event: while most are in flight
+            stall = threading.Timer(self.rng.uniform(0.0, 0.5 * self._typical()), self.server.stall,
                                     (self.rng.uniform(*STALL_SECONDS),))
             stall.start()
             self.figures["faults"]["xs_stall"] += 1
@@ -881,29 +894,35 @@ def write_report(result, path):
         out.write("\n".join(lines))
 
 
-def run(rounds, events, seed, kill_share=0.1, report=True, log=print, stall_share=0.3, helper=True):
+@contextlib.contextmanager
+def session(events, seed, kill_share=0.1, stall_share=0.3, helper=True):
+    """A XenStore server, a simulated dom0 and a Torture on them; everything
+    (the helper, the loop devices, the namespace, the run's files) gone after."""
     from xenrules.sandbox.xsserver import XenstoreServer
     from xenrules.sandbox.dom0 import SimulatedDom0
     rng = random.Random(seed)
     top = tempfile.mkdtemp(prefix="xr-%s-torture-" % TAG, dir="/tmp")
-    started = time.monotonic()
     server = XenstoreServer(os.path.join(top, "xs.sock"))
     server.start()
-    t = None
     try:
         with SimulatedDom0(server, prefix="xr%s" % TAG) as dom0:
+            t = Torture(dom0, top, events, rng, kill_share, server, stall_share, helper)
             try:
-                t = Torture(dom0, top, events, rng, kill_share, server, stall_share, helper)
-                for n in range(rounds):
-                    mode = t.round()
-                    log("round %d/%d (%s): %s" % (n + 1, rounds, mode, json.dumps(
-                        {k: v for k, v in t.figures.items() if k != "by_kind"})))
+                yield t
             finally:
-                if t is not None:
-                    t.close()
+                t.close()
     finally:
         server.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def run(rounds, events, seed, kill_share=0.1, report=True, log=print, stall_share=0.3, helper=True):
+    started = time.monotonic()
+    with session(events, seed, kill_share, stall_share, helper) as t:
+        for n in range(rounds):
+            mode = t.round()
+            log("round %d/%d (%s): %s" % (n + 1, rounds, mode, json.dumps(
+                {k: v for k, v in t.figures.items() if k != "by_kind"})))
     result = {"torture": t.figures, "findings": t.findings, "seed": seed,
               "events_per_round": events, "seconds": time.monotonic() - started,
               "machine": machine(), "other": other_figures()}
