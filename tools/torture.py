@@ -605,10 +605,11 @@ class Torture:
         """Account one ended event; returns 'ok', 'killed', 'reverted' or None (a failure)."""
         if code == -signal.SIGKILL:
             return "killed"
-        if dev.refused() and dev.command() == "add":
-            if code == 1:
+        if dev.refused() and code == 1:   # refused by the sharing check, not by anything else
+            xs = self.server.snapshot()
+            if xs.get(dev.backend + "/hotplug-status") == "busy" and \
+                    "cannot be mounted" in (xs.get(dev.backend + "/hotplug-error") or ""):
                 return "refused"
-            return None
         if code == 0:
             return "ok"
         if stall and not dev.problems(self._snapshot(), up=snap_before_up, reverted=True):
