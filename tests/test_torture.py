@@ -179,3 +179,11 @@ def test_the_checker_reports_a_dead_helper(after_a_round):
     os.kill(after_a_round.helper.pid, signal.SIGKILL)
     after_a_round.helper.wait()
     assert any("helper died" in f for f in findings_after_check(after_a_round, "leak"))
+
+
+def test_a_helper_killed_whole_mid_round_replays_its_events_journals_at_its_restart():
+    result = torture.run(rounds=2, events=16, seed=6, kill_share=0, report=False, stall_share=0,
+                         crash_share=1, log=quiet)
+    f = result["torture"]
+    assert f["faults"]["helper_killed"] == 1 and f["helper_lost"] > 0   # it cut events short
+    assert (f["failures"], f["leaks"], f["state_lost"]) == (0, 0, 0), result["findings"]

@@ -18,7 +18,11 @@ namespace; when its workers are all busy the launcher runs the event itself,
 as in production). A share of rounds (--stall-share) has the XenStore server
 stall (answer nothing) for 0.5-2 s mid-round; events then run under a short
 XENRULES_DEADLINE and must end done, or reverted (device as before,
-hotplug-status=error, or unwritten if XenStore was still hung).
+hotplug-status=error, or unwritten if XenStore was still hung). A share of
+helper rounds (--crash-share) has the whole helper SIGKILLed mid-round: the
+events its workers ran end with the launcher's "helper stopped" exit 1, and
+the helper's restart must replay their journals before it serves (none may be
+left after it).
 
 Each round fires one event per device at once, SIGKILLs about --kill-share
 of them after a random delay, runs `xenrules recover`, re-fires the killed
@@ -64,6 +68,7 @@ DOM0_IP = "192.0.2.1"        # the uplink eth0's address (vif-route's source add
 VBD_DEVID = 51712            # xvda
 MODES = ("in-process", "helper")
 HELPER_MAX_EVENTS = 16
+HELPER_LOST = "the helper stopped during the event"   # the launcher's words (bin/xenrules-launcher)
 BLOCK_KILL_FACTOR = 3        # a disk's chance of a kill, in kill shares
 BLOCK_MIN_EVENTS = 12        # fewer devices a round: vifs only (the stall tests)
 # events owned keys: what a hotplug event may write in its backend
@@ -379,14 +384,16 @@ def _spawn(dom0, argv, env, out):
 
 class Torture:
     def __init__(self, dom0, workdir, devices, rng, kill_share, server=None, stall_share=0.0,
-                 helper=True):
+                 helper=True, crash_share=0.0):
         from xenrules.sandbox import vbd
         self.dom0, self.workdir, self.rng, self.kill_share = dom0, workdir, rng, kill_share
         self.server, self.stall_share = server, stall_share   # XenStore stalls: this share of rounds
+        self.crash_share = crash_share   # the helper killed whole: this share of helper rounds
         self.vbd = vbd
         self.figures = {"events": 0, "killed": 0, "recovered": 0, "failures": 0, "leaks": 0,
                         "state_lost": 0, "rounds": 0, "stall_reverted": 0, "refused": 0,
-                        "helper_served": 0, "faults": {"sigkill": 0, "xs_stall": 0},
+                        "helper_served": 0, "helper_lost": 0, "helper_replayed": 0, "recover_replayed": 0,
+                        "faults": {"sigkill": 0, "xs_stall": 0, "helper_killed": 0},
                         "by_kind": {m: {} for m in MODES},
                         "rounds_by_mode": {m: 0 for m in MODES}}
         self.findings = []
@@ -420,7 +427,6 @@ class Torture:
         shared = {self.shared_image} if self.images else ()
         self.baseline = Baseline(dom0.journal_dir, [dom0.state_dir, dom0.journal_dir],
                                  loop_dir=workdir, shared=shared)
-        self.helper_fds = fd_count(self.helper.pid) if self.helper else 0
 
     # -- set-up ------------------------------------------------------------------
 
@@ -477,9 +483,16 @@ class Torture:
         return d
 
     def start_helper(self):
+        """Start the helper and wait for its socket; returns how many journals it
+        replayed before serving (its log says)."""
+        log_path = os.path.join(self.workdir, "helper.log")
+        try:
+            before = os.path.getsize(log_path)
+        except OSError:
+            before = 0
         env = dict(self.dom0._base_env(), **self.xr_env)
         env["XENRULES_HELPER_SOCKET"] = self.helper_socket
-        log = open(os.path.join(self.workdir, "helper.log"), "wb")
+        log = open(os.path.join(self.workdir, "helper.log"), "ab")
         self.helper = subprocess.Popen(
             ["ip", "netns", "exec", self.dom0.netns, PYTHON, "-m", "xenrules.helper",
              "--socket", self.helper_socket, "--stats", self.stats,
@@ -494,6 +507,33 @@ class Torture:
             time.sleep(0.05)
         # settled: the spares are forked (the fd and process baselines)
         time.sleep(0.5)
+        self.helper_fds = fd_count(self.helper.pid)
+        with open(log_path, errors="replace") as f:
+            f.seek(before)
+            said = f.read()
+        replayed = 0
+        for line in said.splitlines():   # "recovered N journal(s), L left alone, F undo(s) failed"
+            words = line.split("recovered ", 1)[-1].replace(",", "").split()
+            if "recovered " in line and len(words) >= 7 and words[0].isdigit():
+                replayed += int(words[0])
+                if words[5] != "0":
+                    self._finding("failure", "the helper's replay at start: " + line)
+        return replayed
+
+    def _crash_helper(self):
+        """The helper dies at once, every process of it (an OOM kill, a crash):
+        the events its workers ran are cut wherever they were."""
+        for _ in range(50):
+            members = session_members({self.helper.pid})
+            if not members:
+                break
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        self.helper.wait()
 
     def stop_helper(self):
         if self.helper is None:
@@ -612,6 +652,8 @@ class Torture:
                 return "refused"
         if code == 0:
             return "ok"
+        if code == 1 and HELPER_LOST in self._why(dev):
+            return "lost"   # the helper died under it: not run again, its journal left
         if stall and not dev.problems(self._snapshot(), up=snap_before_up, reverted=True):
             return "reverted"
         return None
@@ -632,6 +674,9 @@ class Torture:
             elif how == "ok":
                 dev.up = not dev.up
                 self.figures["recovered"] += again and dev in self.killed
+            elif how == "lost":
+                self.figures["helper_lost"] += 1
+                redo.add(dev)
             elif how == "reverted":
                 self.figures["stall_reverted"] += 1
                 dev.error_ok = True
@@ -661,6 +706,11 @@ class Torture:
                                     (self.rng.uniform(*STALL_SECONDS),))
             stall.start()
             self.figures["faults"]["xs_stall"] += 1
+        crash = None
+        if mode == "helper" and self.rng.random() < self.crash_share:
+            crash = threading.Timer(self.rng.uniform(0.0, 0.5 * self._typical()), self._crash_helper)
+            crash.start()
+            self.figures["faults"]["helper_killed"] += 1
         codes = self._fire(self.devices, kill, mode)
         if stall is not None:
             stall.join()
@@ -668,10 +718,19 @@ class Torture:
         self.figures["events"] += len(codes)
         self.killed = {d for d, c in codes.items() if c == -signal.SIGKILL}
         redo = self._outcome(codes, stall is not None)
-        # recovery: `xenrules recover`, then the killed/reverted devices' event once more
-        proc = self.dom0.run([PYTHON, "-m", "xenrules", "recover"], dict(self.xr_env))
-        if proc.returncode != 0:
-            self._finding("failure", "recover exit %d: %s" % (proc.returncode, proc.stdout[-600:]))
+        if crash is not None:
+            # recovery by the helper's own start: it replays every journal first
+            crash.join()
+            self.figures["helper_replayed"] += self.start_helper()
+            for path in leftovers(self.dom0.journal_dir):
+                self._finding("leak", "journal left after the helper's start: %s" % path)
+        else:
+            # recovery: `xenrules recover`, then the killed/reverted devices' event once more
+            proc = self.dom0.run([PYTHON, "-m", "xenrules", "recover"], dict(self.xr_env))
+            if proc.returncode != 0:
+                self._finding("failure", "recover exit %d: %s" % (proc.returncode, proc.stdout[-600:]))
+            words = proc.stdout.split()   # "N journal(s) undone, ..."
+            self.figures["recover_replayed"] += int(words[0]) if words and words[0].isdigit() else 0
         if redo:
             again = self._fire(sorted(redo, key=lambda d: d.domid), set(), mode)
             self.figures["events"] += len(again)
@@ -855,8 +914,11 @@ def write_report(result, path):
         "| events run (devices per round) | %d (%d) |" % (f["events"], result["events_per_round"]),
         "| events offered to the warm helper and served by it | %d |" % f["helper_served"],
         "| events SIGKILLed | %d |" % f["killed"],
-        "| killed events recovered | %d |" % f["recovered"],
+        "| killed events recovered (their next event succeeded) | %d |" % f["recovered"],
+        "| journals replayed by `xenrules recover` | %d |" % f["recover_replayed"],
         "| read-write asks of a shared image refused (expected) | %d |" % f["refused"],
+        "| events cut by the helper's death (journals its restart replayed) | %d (%d) |"
+        % (f["helper_lost"], f["helper_replayed"]),
         "| events reverted by the deadline under a XenStore stall (allowed) | %d |"
         % f.get("stall_reverted", 0),
         "| faults injected | %s |" % ", ".join("%s %d" % kv for kv in sorted(f["faults"].items())),
@@ -875,7 +937,9 @@ def write_report(result, path):
         " loop device each), of loop devices given as phy, of an image shared read-only by"
         " several guests, and its read-write ask (refused). Rounds alternate between no"
         " helper and a warm helper (%d workers at most; the launcher runs the rest"
-        " in-process). XENRULES_DEADLINE=%d s; a XenStore stall lasts %.1f-%.1f s."
+        " in-process); in some helper rounds the whole helper is SIGKILLed and restarted"
+        " (its start replays the journals, not `xenrules recover`). XENRULES_DEADLINE=%d s;"
+        " a XenStore stall lasts %.1f-%.1f s."
         % ((HELPER_MAX_EVENTS, DEADLINE) + STALL_SECONDS),
         "",
         "## Other reliability runs (build/reliability/*.json)",
@@ -896,7 +960,7 @@ def write_report(result, path):
 
 
 @contextlib.contextmanager
-def session(events, seed, kill_share=0.1, stall_share=0.3, helper=True):
+def session(events, seed, kill_share=0.1, stall_share=0.3, helper=True, crash_share=0.0):
     """A XenStore server, a simulated dom0 and a Torture on them; everything
     (the helper, the loop devices, the namespace, the run's files) gone after."""
     from xenrules.sandbox.xsserver import XenstoreServer
@@ -907,7 +971,7 @@ def session(events, seed, kill_share=0.1, stall_share=0.3, helper=True):
     server.start()
     try:
         with SimulatedDom0(server, prefix="xr%s" % TAG) as dom0:
-            t = Torture(dom0, top, events, rng, kill_share, server, stall_share, helper)
+            t = Torture(dom0, top, events, rng, kill_share, server, stall_share, helper, crash_share)
             try:
                 yield t
             finally:
@@ -917,9 +981,10 @@ def session(events, seed, kill_share=0.1, stall_share=0.3, helper=True):
         shutil.rmtree(top, ignore_errors=True)
 
 
-def run(rounds, events, seed, kill_share=0.1, report=True, log=print, stall_share=0.3, helper=True):
+def run(rounds, events, seed, kill_share=0.1, report=True, log=print, stall_share=0.3, helper=True,
+        crash_share=0.0):
     started = time.monotonic()
-    with session(events, seed, kill_share, stall_share, helper) as t:
+    with session(events, seed, kill_share, stall_share, helper, crash_share) as t:
         for n in range(rounds):
             mode = t.round()
             log("round %d/%d (%s): %s" % (n + 1, rounds, mode, json.dumps(
@@ -942,11 +1007,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=9)
     p.add_argument("--stall-share", type=float, default=0.3,
                    help="share of rounds with a XenStore stall of 0.5-2 s")
+    p.add_argument("--crash-share", type=float, default=0.4,
+                   help="share of helper rounds in which the whole helper is SIGKILLed")
     p.add_argument("--quick", action="store_true", help="two rounds (one per mode) of 16 events")
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.events = 2, 16
-    result = run(a.rounds, a.events, a.seed, stall_share=a.stall_share)
+    result = run(a.rounds, a.events, a.seed, stall_share=a.stall_share, crash_share=a.crash_share)
     f = result["torture"]
     print("torture: %d events, %d killed, %d recovered, %d refused, %d served by the helper, "
           "%d failures, %d leaks, %d state lost, %.1f s"
