@@ -729,7 +729,8 @@ class Torture:
             proc = self.dom0.run([PYTHON, "-m", "xenrules", "recover"], dict(self.xr_env))
             if proc.returncode != 0:
                 self._finding("failure", "recover exit %d: %s" % (proc.returncode, proc.stdout[-600:]))
-            words = proc.stdout.split()   # "N journal(s) undone, ..."
+            # its last line: "N journal(s) undone, L left alone, F undo(s) failed"
+            words = (proc.stdout.strip().splitlines() or [""])[-1].split()
             self.figures["recover_replayed"] += int(words[0]) if words and words[0].isdigit() else 0
         if redo:
             again = self._fire(sorted(redo, key=lambda d: d.domid), set(), mode)
