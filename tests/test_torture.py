@@ -108,6 +108,7 @@ def test_the_checker_reports_a_process_left_in_an_event_session(run_dir):
 def test_events_caught_in_a_stall_longer_than_the_deadline_end_reverted_then_converge(monkeypatch):
     monkeypatch.setattr(torture, "DEADLINE", 3)   # 4 events: a short deadline is enough
     monkeypatch.setattr(torture, "STALL_SECONDS", (5, 5))
+    monkeypatch.setattr(torture, "STALL_DELAY", 0)   # from the start: no event may slip by
     result = torture.run(rounds=1, events=4, seed=3, kill_share=0, report=False, stall_share=1,
                          log=lambda *a: None)
     f = result["torture"]

@@ -63,6 +63,7 @@ PYTHON = "/usr/bin/python3"
 LAUNCHER = os.path.join(REPO_ROOT, "bin", "xenrules-launcher")
 DEADLINE = 15  # XENRULES_DEADLINE in torture, s: 4 s failed 78 of 256 concurrent starts on 2 loaded cores
 STALL_SECONDS = (0.5, 2.0)  # a XenStore stall lasts this long
+STALL_DELAY = None          # s after the round's start; None: within the first half of a typical event
 RELIABILITY = os.path.join(REPO_ROOT, "build", "reliability")
 DOM0_IP = "192.0.2.1"        # the uplink eth0's address (vif-route's source address)
 VBD_DEVID = 51712            # xvda
@@ -393,6 +394,7 @@ class Torture:
         self.figures = {"events": 0, "killed": 0, "recovered": 0, "failures": 0, "leaks": 0,
                         "state_lost": 0, "rounds": 0, "stall_reverted": 0, "refused": 0,
                         "helper_served": 0, "helper_lost": 0, "helper_replayed": 0, "recover_replayed": 0,
+                        "killed_when_done": 0,
                         "faults": {"sigkill": 0, "xs_stall": 0, "helper_killed": 0},
                         "by_kind": {m: {} for m in MODES},
                         "rounds_by_mode": {m: 0 for m in MODES}}
@@ -687,6 +689,29 @@ class Torture:
                     self._why(dev)))
         return redo
 
+    def _after_recovery(self, redo):
+        """A killed (or cut) event, once recovered, left its device exactly as
+        before it (undone: its event is fired again), or, killed after its last
+        step and the journal's unlink (nothing left to undo), exactly as after
+        it: then it counts as done. Anything else is half-done: state lost."""
+        snap = self._snapshot()
+        again = set()
+        for dev in redo:
+            if dev.refused():   # refused or not, undone or not: the same ask again
+                again.add(dev)
+            elif not dev.problems(snap, reverted=dev.error_ok):
+                again.add(dev)
+            elif not dev.problems(snap, up=not dev.up, reverted=dev.error_ok):
+                self.figures["killed_when_done"] += 1
+                self.figures["recovered"] += dev in self.killed
+                dev.up = not dev.up
+            else:
+                for p in dev.problems(snap, reverted=dev.error_ok):
+                    self._finding("state_lost", "%s after recovery of its %s, neither before nor "
+                                  "after: %s" % (dev.name, dev.command(), p))
+                again.add(dev)   # the next event must still converge
+        return again
+
     def round(self, mode=None):
         mode = mode or MODES[self.figures["rounds"] % 2 if self.helper else 0]
         self.sids = set()
@@ -702,7 +727,8 @@ class Torture:
         stall = None
         if self.server is not None and self.rng.random() < self.stall_share:
             # begins within the first half of a typical event: while most are in flight
-            stall = threading.Timer(self.rng.uniform(0.0, 0.5 * self._typical()), self.server.stall,
+            delay = STALL_DELAY if STALL_DELAY is not None else self.rng.uniform(0.0, 0.5 * self._typical())
+            stall = threading.Timer(delay, self.server.stall,
                                     (self.rng.uniform(*STALL_SECONDS),))
             stall.start()
             self.figures["faults"]["xs_stall"] += 1
@@ -732,6 +758,7 @@ class Torture:
             # its last line: "N journal(s) undone, L left alone, F undo(s) failed"
             words = (proc.stdout.strip().splitlines() or [""])[-1].split()
             self.figures["recover_replayed"] += int(words[0]) if words and words[0].isdigit() else 0
+        redo = self._after_recovery(redo)
         if redo:
             again = self._fire(sorted(redo, key=lambda d: d.domid), set(), mode)
             self.figures["events"] += len(again)
@@ -917,6 +944,8 @@ def write_report(result, path):
         "| events SIGKILLed | %d |" % f["killed"],
         "| killed events recovered (their next event succeeded) | %d |" % f["recovered"],
         "| journals replayed by `xenrules recover` | %d |" % f["recover_replayed"],
+        "| killed after their last step and journal unlink (done, nothing to undo) | %d |"
+        % f["killed_when_done"],
         "| read-write asks of a shared image refused (expected) | %d |" % f["refused"],
         "| events cut by the helper's death (journals its restart replayed) | %d (%d) |"
         % (f["helper_lost"], f["helper_replayed"]),
