@@ -942,7 +942,7 @@ def write_report(result, path):
         "| events run (devices per round) | %d (%d) |" % (f["events"], result["events_per_round"]),
         "| events offered to the warm helper and served by it | %d |" % f["helper_served"],
         "| events SIGKILLed | %d |" % f["killed"],
-        "| killed events recovered (their next event succeeded) | %d |" % f["recovered"],
+        "| killed events recovered (undone then their next event succeeded, or found done) | %d |" % f["recovered"],
         "| journals replayed by `xenrules recover` | %d |" % f["recover_replayed"],
         "| killed after their last step and journal unlink (done, nothing to undo) | %d |"
         % f["killed_when_done"],
