@@ -113,10 +113,12 @@ bench-antispoof:
 fuzz: deps
 	$(PYTHON) tools/fuzz.py
 
-# Rounds of 256 concurrent vif events on the simulated dom0, ~10% SIGKILLed at random
-# times then recovered, with a leak check after every round (tools/torture.py):
-# writes build/reliability/torture.json and docs/RELIABILITY.md (with the hostile and fuzz figures).
-# `make check` runs one quick round and the leak checker's self-tests (tests/test_torture.py).
+# Rounds of 256 concurrent vif, tap and block events on the simulated dom0, with and
+# without the warm helper, ~10% SIGKILLed at random times then recovered, XenStore
+# stalls, a leak and state check after every round (tools/torture.py): writes
+# build/reliability/torture.json and docs/RELIABILITY.md (with the
+# hostile and fuzz figures). `make check` runs two
+# quick rounds and the checker's self-tests (tests/test_torture.py).
 .PHONY: torture
 torture: deps
 	$(PYTHON) tools/torture.py

@@ -618,3 +618,34 @@ def test_antispoof_elements_of_a_killed_online_are_removed(dom0_factory, tmp_pat
     assert "vifs" in elements(dom0)
     k.ok(k.run("offline", "type_if=vif", **on))
     assert elements(dom0) == {}
+
+
+@pytest.mark.netns
+def test_a_killed_vif_nat_offline_is_undone_with_the_route_its_link_down_dropped(xs_server, tmp_path):
+    """link.down takes the vif's route to the guest with it (the kernel drops a
+    device's routes); up again, the kernel brings back only those of its
+    addresses, so the undo puts the route back itself (found by make torture)."""
+    from test_vif_nat_netns import Nat
+    from xenrules.sandbox.dhcp import DhcpDom0
+    dom0 = DhcpDom0(xs_server.socket_path)
+    try:
+        dom0.add_vif(1, 0, script="vif-nat")
+        nat = Nat(dom0, tmp_path)
+        journal_dir = str(tmp_path / "journal")
+        nat.ok("online", dhcp="no", XENRULES_JOURNAL_DIR=journal_dir)
+        online = dom0.state()
+        assert any('"dst": "10.0.1.1"' in r for r in online["routes"])
+        proc = nat.run("offline", dhcp="no", XENRULES_JOURNAL_DIR=journal_dir, XENRULES_TEST_HOOKS="1",
+                       XENRULES_TEST_KILL_AT="end")
+        assert proc.returncode == -signal.SIGKILL, nat.why(proc)
+        env = dom0.hotplug_env(1, 0, script="vif-nat")
+        env.update(PYTHONPATH=REPO_ROOT, XENRULES_JOURNAL_DIR=journal_dir,
+                   XENRULES_LOCK_DIR=str(nat.lock_dir), XENRULES_LOG_FILE=str(nat.log_file))
+        proc = dom0.run([PYTHON, "-m", "xenrules", "recover"], env)
+        assert proc.returncode == 0, nat.why(proc)
+        assert dom0.state() == online   # as before the killed offline: up, and routed
+        nat.ok("offline", dhcp="no", XENRULES_JOURNAL_DIR=journal_dir)
+        assert not any('"dst": "10.0.1.1"' in r for r in dom0.state()["routes"])
+        assert os.listdir(journal_dir) == []
+    finally:
+        dom0.destroy()

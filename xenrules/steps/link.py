@@ -188,7 +188,59 @@ class Up(_State):
     state = "up"
 
 
+RTPROT_KERNEL = 2   # a device's address routes: the kernel puts them back with the link
+
+
+def static_routes(runtime, idx):
+    """The main-table routes through device idx that are not the kernel's own
+    (those of its addresses) nor through a gateway, as route() arguments: what
+    the kernel drops when the device goes down and never brings back."""
+    found = []
+    for fam in (2, 10):
+        for msg in runtime.netlink().get_routes(family=fam, table=254):
+            if msg.get_attr("RTA_OIF") != idx or msg.get_attr("RTA_DST") is None \
+                    or msg.get_attr("RTA_GATEWAY") is not None or msg["proto"] == RTPROT_KERNEL:
+                continue
+            spec = {"family": fam, "dst": msg.get_attr("RTA_DST"), "dst_len": msg["dst_len"],
+                    "table": 254, "proto": msg["proto"], "scope": msg["scope"], "type": msg["type"]}
+            for key, attr in (("prefsrc", "RTA_PREFSRC"), ("priority", "RTA_PRIORITY")):
+                if msg.get_attr(attr) is not None:
+                    spec[key] = msg.get_attr(attr)
+            found.append(spec)
+    return found
+
+
 class Down(_State):
     type_name = "link.down"
-    summary = "set a device down"
+    summary = "set a device down; revert sets it up and puts back the routes the kernel dropped"
     state = "down"
+
+    def undo_record(self, runtime):
+        record = super().undo_record(runtime)
+        if record is not None:
+            # going down, the device loses its routes (vif-nat's route to the
+            # guest); up again, it gets back only those of its addresses
+            record["routes"] = static_routes(runtime, record["ifindex"])
+        return record
+
+    @classmethod
+    def undo(cls, runtime, args, record):
+        super().undo(runtime, args, record)
+        idx = live_index(record["ifindex"])
+        if idx is None:
+            return
+        from .address import error_code, netlink_errors
+        failed = []
+        for spec in record.get("routes") or ():
+            try:
+                runtime.netlink().route("add", oif=idx, **spec)
+            except netlink_errors() as e:
+                if error_code(e) != 17:   # EEXIST: never dropped, or put back already
+                    failed.append(f"ip route add {spec['dst']}/{spec['dst_len']}: {e}")
+        if failed:
+            raise StepError("; ".join(failed))
+
+    @classmethod
+    def describe_undo(cls, args, record):
+        routes = " ".join(f"{s['dst']}/{s['dst_len']}" for s in record.get("routes") or ())
+        return f"{args['dev']}: link up again" + (f", routes to {routes} back" if routes else "")
