@@ -209,8 +209,12 @@ def main(argv=None):
     ap.add_argument("--make", default="check", metavar="T1,T2",
                     help="make targets run in turn inside (default: check); each one's exit is shown")
     ap.add_argument("--run", metavar="CMD", help="run `sh -c CMD` inside instead of make")
-    ap.add_argument("pytest_args", nargs="*", help="make check's PYTEST_ARGS")
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # everything after `--` is make check's PYTEST_ARGS (argparse would give a
+    # trailing positional nothing once an option follows the suite)
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.pytest_args = pytest_args
     if not re.fullmatch(r"[a-z]+", args.suite):
         raise SystemExit(f"not a Debian suite name: {args.suite!r}")
     targets = args.make.split(",")
