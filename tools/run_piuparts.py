@@ -76,7 +76,10 @@ def main(argv):
     mirror = debian_mirror()
     tgz = base_tgz(mirror)
     run(["piuparts", "--basetgz", tgz, "--distribution", SUITE, "--mirror", f"{mirror} main",
-         "--no-upgrade-test", os.path.abspath(argv[1])])
+         "--no-upgrade-test",
+         # trixie: purging systemd before udev leaves /usr/lib/udev/, a
+         # directory both own (dpkg: "not empty so not removed"); xenrules ships nothing there
+         "--ignore=/usr/lib/udev/", os.path.abspath(argv[1])])
     return 0
 
 
