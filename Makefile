@@ -57,12 +57,14 @@ check: originals deps-build
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing" >&2; exit 1; fi; exit $$rc
 
-# The whole suite (`make check`, package tests included) in a container of
-# trixie or bookworm: a debootstrap root cached under /var/cache/xenrules-ci,
+# What .ci/run does on this host (the whole suite, package tests included, then
+# autopkgtest and piuparts of that release) in a container of trixie or bookworm:
+# a debootstrap root cached under /var/cache/xenrules-ci (made here when missing),
 # a fresh clone of HEAD, unshare + pivot_root (tools/container_check.py).
+CONTAINER_TARGETS ?= check,autopkgtest,piuparts
 check-trixie check-bookworm:
 	command -v debootstrap >/dev/null || $(APT_GET) install -y --no-install-recommends debootstrap
-	$(PYTHON) tools/container_check.py $(@:check-%=%) -- $(PYTEST_ARGS)
+	$(PYTHON) tools/container_check.py $(@:check-%=%) --make $(CONTAINER_TARGETS) -- $(PYTEST_ARGS)
 
 # Only the package tests: build, lintian, install, upgrade, remove, purge.
 check-package: originals deps-build

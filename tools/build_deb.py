@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from release import codename
+from release import codename, standards_version
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "build", "deb")
@@ -45,13 +45,28 @@ def _ignore(directory, names):
     return [n for n in names if n in SKIP or n.endswith((".pyc", ".egg-info"))]
 
 
-def _for_release(tree):
-    """The changelog's distribution becomes the release built for (one tree, both releases)."""
-    path = os.path.join(tree, "debian", "changelog")
+def _rewrite(path, pattern, replacement):
     with open(path, encoding="utf-8") as f:
         text = f.read()
+    new, count = re.subn(pattern, replacement, text, count=1, flags=re.M)
+    if count != 1:
+        raise BuildError(f"{path}: no line matches {pattern!r}")
     with open(path, "w", encoding="utf-8") as f:
-        f.write(re.sub(r"^(xenrules \([^)]*\)) [a-z-]+;", rf"\1 {codename()};", text, count=1))
+        f.write(new)
+
+
+def for_release(tree, suite):
+    """One tree, both releases: in the build copy the changelog's distribution
+    becomes SUITE and debian/control's Standards-Version SUITE's policy (kept as
+    written for a release tools/release.py does not know)."""
+    if not re.fullmatch(r"[a-z][a-z-]*", suite):
+        raise BuildError(f"not a Debian suite name: {suite!r}")
+    _rewrite(os.path.join(tree, "debian", "changelog"), r"^(xenrules \([^)]*\)) [a-z-]+;",
+             rf"\1 {suite};")
+    policy = standards_version(suite)
+    if policy:
+        _rewrite(os.path.join(tree, "debian", "control"), r"^Standards-Version: .*$",
+                 f"Standards-Version: {policy}")
 
 
 def _add_changelog_entry(tree, version):
@@ -74,7 +89,7 @@ def build(version=None, out=DEFAULT_OUT, source=REPO_ROOT):
     shutil.rmtree(tree, ignore_errors=True)
     os.makedirs(out, exist_ok=True)
     shutil.copytree(source, tree, ignore=_ignore, symlinks=True)
-    _for_release(tree)
+    for_release(tree, codename())
     if version != changelog_version(source):
         _add_changelog_entry(tree, version)
     log = os.path.join(out, f"xenrules_{version}.build.log")

@@ -29,7 +29,12 @@ def main(argv):
     code = 1
     try:
         machine.install_xuc()
-        code = subprocess.run(["autopkgtest", "--no-built-binaries", deb, REPO_ROOT, "--", "null"],
+        # debian/tests needs isolation-machine: bookworm's null runner (5.28)
+        # offers it, trixie's (5.49) does not (and asserts if told to fake it).
+        # It holds here: the test bed is this machine, put back by restore().
+        code = subprocess.run(["autopkgtest", "--no-built-binaries",
+                               "--ignore-restrictions=isolation-machine", deb, REPO_ROOT,
+                               "--", "null"],
                               stdin=subprocess.DEVNULL, env=ENV).returncode
     finally:
         machine.restore()
